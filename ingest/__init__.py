@@ -1,0 +1,1 @@
+"""Kafka consumer loop, DuckDB sink, dead letters, file backfill, simulator, local broker."""

@@ -1,0 +1,1 @@
+"""Aggregation, pairing, splits, exporters (KTO / DPO / IPO) and lineage manifests."""

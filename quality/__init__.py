@@ -1,0 +1,1 @@
+"""Annotator agreement, annotator reliability, bias, expectation suites, report and gate."""

@@ -1,0 +1,1 @@
+"""prefstream tests: a real broker, real DuckDB files, real datasets, real training steps."""
