@@ -79,7 +79,7 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
             if offset is not None:
                 self.ingestor.consumer.seek(tp, offset)
         self.ingestor.assigned_at = time.monotonic()
-        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned) or "nothing")
 
 
 class KafkaIngestor:
@@ -159,6 +159,7 @@ class KafkaIngestor:
                     counts, next_offsets = self.sink.land(batch, group_id=settings.group_id)
                     total.add(counts)
                     last_landed = time.monotonic()
+                    log.info("landed %d messages, next offsets %s", len(batch), _describe_offsets(next_offsets))
                     self._commit_to_kafka(next_offsets)
                     if self.on_progress:
                         self.on_progress(total, last_landed - first_message)
@@ -190,3 +191,7 @@ class KafkaIngestor:
         except KafkaError as exc:
             # DuckDB already holds these offsets; Kafka's copy is only for lag tools.
             log.warning("Kafka offset commit failed (%s); DuckDB holds the offsets", exc)
+
+
+def _describe_offsets(next_offsets: dict[tuple[str, int], int]) -> str:
+    return ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(next_offsets.items())) or "unchanged"

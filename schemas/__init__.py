@@ -8,7 +8,7 @@ from prefstream.schemas.events import (
     PairwiseEvent,
     ThumbsEvent,
 )
-from prefstream.schemas.upcast import upcast, upcaster
+from prefstream.schemas.upcasting import upcast, upcaster
 from prefstream.schemas.validate import DEFAULT_MAX_BYTES, Rejected, parse
 
 

@@ -15,7 +15,7 @@ import orjson
 from pydantic import ValidationError
 
 from prefstream.schemas.events import EVENT_ADAPTER, KIND_MODELS, SCHEMA_VERSION, PairwiseEvent, ThumbsEvent
-from prefstream.schemas.upcast import upcast
+from prefstream.schemas.upcasting import upcast
 
 DEFAULT_MAX_BYTES = 1 << 20
 EXTRA_FIELDS_KEY = "extra_fields"

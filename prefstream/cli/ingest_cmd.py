@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import time
 
 import click
@@ -45,8 +47,9 @@ def _parse_option(text: str) -> tuple[str, object]:
 @click.option("--consumer-option", "consumer_options", multiple=True, metavar="KEY=VALUE", help="Any kafka-python KafkaConsumer setting (repeatable), e.g. security_protocol=SASL_SSL.")
 @max_bytes_option
 @quiet_option
+@click.option("--verbose", "-v", is_flag=True, help="Log partition assignments and each landed batch to stderr.")
 @click.pass_obj
-def ingest(config, bootstrap, topics, group_id, db_path, until_idle, max_messages, consumer_options, max_bytes, quiet):
+def ingest(config, bootstrap, topics, group_id, db_path, until_idle, max_messages, consumer_options, max_bytes, quiet, verbose):
     """Consume feedback from Kafka into a DuckDB file, exactly once.
 
     Each polled batch (valid rows, dead letters, next offsets) is one DuckDB transaction;
@@ -67,6 +70,9 @@ def ingest(config, bootstrap, topics, group_id, db_path, until_idle, max_message
     from prefstream.ingest.consumer import IngestSettings, KafkaIngestor
     from prefstream.store import open_store
 
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     options = dict(section(config, "ingest.consumer"))
     options.update(_parse_option(o) for o in consumer_options)
     settings = IngestSettings(
