@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 
 from prefstream.errors import PrefstreamError
-from prefstream.ingest.sink import DuckDBSink, LandCounts, RawMessage
+from prefstream.ingest.sink import DuckDBSink, LandCounts, RawBatch
 from prefstream.schemas import DEFAULT_MAX_BYTES
 
 
@@ -32,19 +32,20 @@ def ingest_files(
         if not path.is_file():
             raise PrefstreamError(f"no such file: {path}")
         name = str(path.resolve())
-        batch: list[RawMessage] = []
+        batch = RawBatch(values=[], sources=[])
         with path.open("rb") as lines:
             for number, line in enumerate(lines, start=1):
                 line = line.rstrip(b"\r\n")
                 if not line.strip():
                     continue
-                batch.append(RawMessage(value=line, source=f"{name}:{number}"))
+                batch.values.append(line)
+                batch.sources.append(f"{name}:{number}")
                 if len(batch) >= batch_size:
                     total.add(sink.land(batch)[0])
-                    batch = []
+                    batch = RawBatch(values=[], sources=[])
                     if on_batch:
                         on_batch(total)
-        if batch:
+        if len(batch):
             total.add(sink.land(batch)[0])
             if on_batch:
                 on_batch(total)

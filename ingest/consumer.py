@@ -4,11 +4,14 @@ Exactly-once, in order (DESIGN.md):
 1. auto-commit is off; on partition assignment the consumer seeks to the next offset
    stored in DuckDB's ``kafka_offsets`` (the store, not Kafka, is the source of truth);
 2. each polled batch - valid rows, dead letters, next offsets - is one DuckDB transaction
-   (:meth:`DuckDBSink.land`, which also drops anything below the stored offsets);
+   (:meth:`DuckDBSink.write`, which also drops anything below the stored offsets);
 3. only then are the offsets committed to Kafka, so lag tools see progress. A failed
    Kafka commit is harmless: the next assignment seeks from DuckDB again.
 A kill at any instant either loses the uncommitted transaction (and the batch is read
 again) or keeps it (and the batch is skipped): nothing lost, nothing twice.
+
+The loop is deliberately serial: DuckDB's Python client (2.0) holds the GIL while a query
+runs, so writing on a worker thread measured no faster, only harder to reason about.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, T
 from kafka.errors import KafkaError
 
 from prefstream.errors import BrokerError, PrefstreamError
-from prefstream.ingest.sink import DuckDBSink, LandCounts, RawMessage, kafka_source
+from prefstream.ingest.sink import DuckDBSink, LandCounts, RawBatch
 from prefstream.schemas import DEFAULT_MAX_BYTES
 
 log = logging.getLogger(__name__)
@@ -141,25 +144,13 @@ class KafkaIngestor:
                     limit = min(limit, settings.max_messages - total.seen)
                 polled = consumer.poll(timeout_ms=settings.poll_timeout_ms, max_records=limit)
                 now = time.monotonic()
-                batch = [
-                    RawMessage(
-                        value=r.value,
-                        key=r.key,
-                        topic=r.topic,
-                        partition=r.partition,
-                        offset=r.offset,
-                        source=kafka_source(r.topic, r.partition, r.offset),
-                    )
-                    for records in polled.values()
-                    for r in records
-                ]
-                if batch:
+                if polled:
                     first_message = first_message or now
                     last_message = now
-                    counts, next_offsets = self.sink.land(batch, group_id=settings.group_id)
+                    counts, next_offsets = self.sink.land(_to_batch(polled), group_id=settings.group_id)
                     total.add(counts)
                     last_landed = time.monotonic()
-                    log.info("landed %d messages, next offsets %s", len(batch), _describe_offsets(next_offsets))
+                    log.info("landed %d messages, next offsets %s", counts.seen, _describe_offsets(next_offsets))
                     self._commit_to_kafka(next_offsets)
                     if self.on_progress:
                         self.on_progress(total, last_landed - first_message)
@@ -191,6 +182,17 @@ class KafkaIngestor:
         except KafkaError as exc:
             # DuckDB already holds these offsets; Kafka's copy is only for lag tools.
             log.warning("Kafka offset commit failed (%s); DuckDB holds the offsets", exc)
+
+
+def _to_batch(polled: dict) -> RawBatch:
+    batch = RawBatch(values=[], keys=[], topics=[], partitions=[], offsets=[])
+    for tp, records in polled.items():
+        batch.values.extend(r.value for r in records)
+        batch.keys.extend(r.key for r in records)
+        batch.offsets.extend(r.offset for r in records)
+        batch.topics.extend([tp.topic] * len(records))
+        batch.partitions.extend([tp.partition] * len(records))
+    return batch
 
 
 def _describe_offsets(next_offsets: dict[tuple[str, int], int]) -> str:

@@ -2,33 +2,51 @@
 
 A batch's valid rows, dead letters, duplicate records and the next Kafka offsets are
 written in ONE DuckDB transaction; it is the unit of durability (DESIGN.md, "Exactly-once
-landing"). Messages below the stored next offset of their partition are skipped inside
+landing"). Messages below the stored next offset of their partition are dropped inside
 that transaction, so a redelivery after a crash can never land twice, whatever the
 consumer's position was.
+
+Landing has two steps: :meth:`DuckDBSink.prepare` validates every message (pydantic-core,
+in Rust) without touching the database; :meth:`DuckDBSink.write` runs the transaction, in
+which DuckDB extracts the columns from the validated JSON itself, vectorised, instead of
+Python building rows field by field.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 import orjson
 import polars as pl
 
-from prefstream.schemas import DEFAULT_MAX_BYTES, PairwiseEvent, Rejected, ThumbsEvent, parse
+from prefstream.schemas import DEFAULT_MAX_BYTES, SCHEMA_VERSION, Rejected, parse_raw
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """One message as received, with where it came from."""
+@dataclass
+class RawBatch:
+    """Messages as received, column by column, with where each came from.
 
-    value: bytes | None
-    source: str  # "topic[partition]@offset" or "path:line"
-    topic: str | None = None
-    partition: int | None = None
-    offset: int | None = None
-    key: bytes | None = None
+    Kafka batches give ``topics`` / ``partitions`` / ``offsets`` and leave ``sources``
+    empty (DuckDB writes ``topic[partition]@offset``); file batches give ``sources``
+    (``path:line``) only.
+    """
+
+    values: list[bytes | None]
+    keys: list[bytes | None] | None = None
+    topics: list[str] | None = None
+    partitions: list[int] | None = None
+    offsets: list[int] | None = None
+    sources: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def source(self, i: int) -> str:
+        if self.sources is not None:
+            return self.sources[i]
+        return kafka_source(self.topics[i], self.partitions[i], self.offsets[i])
 
 
 def kafka_source(topic: str, partition: int, offset: int) -> str:
@@ -61,67 +79,92 @@ class LandCounts:
         self.replayed += other.replayed
 
 
-_THUMBS_SQL = """
-INSERT OR IGNORE INTO thumbs BY NAME
-SELECT event_id, schema_version, ts, prompt::JSON AS prompt, md5(prompt) AS prompt_hash,
-       annotator_id, annotator_kind, metadata::JSON AS metadata,
-       md5(prompt || chr(31) || response) AS item_id, response, rating, model_id,
-       topic, "partition", "offset", source, current_timestamp AS ingested_at
-FROM batch_thumbs"""
+@dataclass
+class PreparedBatch:
+    """A validated batch, ready for one transaction."""
 
-_PAIRWISE_SQL = """
-INSERT OR IGNORE INTO pairwise BY NAME
-SELECT event_id, schema_version, ts, prompt::JSON AS prompt, md5(prompt) AS prompt_hash,
-       annotator_id, annotator_kind, metadata::JSON AS metadata,
-       md5(prompt || chr(31) || least(response_a, response_b) || chr(31) || greatest(response_a, response_b)) AS pair_id,
-       response_a, response_b, choice, shown_first, model_a, model_b,
-       topic, "partition", "offset", source, current_timestamp AS ingested_at
-FROM batch_pairwise"""
+    events: pl.DataFrame  # kind, value (validated JSON), ts, topic, partition, offset, source
+    dead: pl.DataFrame  # raw, reason, key, topic, partition, offset, source
+    duplicates: pl.DataFrame  # source, event_id, kind, first_source, topic, partition, offset
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # Kafka batches only
+
+
+_WHERE = {"topic": pl.String, "partition": pl.Int32, "offset": pl.Int64, "source": pl.String}
+_EVENTS_SCHEMA = {"kind": pl.String, "value": pl.Binary, "ts": pl.Datetime("us", "UTC"), **_WHERE}
+_DEAD_SCHEMA = {"raw": pl.Binary, "reason": pl.String, "key": pl.Binary, **_WHERE}
+_DUPLICATES_SCHEMA = {"event_id": pl.String, "kind": pl.String, "first_source": pl.String, **_WHERE}
+
+_WHERE_FROM = """coalesce(source, topic || '[' || "partition" || ']@' || "offset")"""
+
+# ``batch`` columns: kind, value, ts, topic, partition, offset, source. Every field but
+# ts (already parsed by pydantic) is read back from the validated JSON by DuckDB;
+# json_transform parses each document once into a struct (3x cheaper than one ->> per field).
+_SHAPES = {
+    "thumbs": {"response": "VARCHAR", "rating": "VARCHAR", "model_id": "VARCHAR"},
+    "pairwise": {
+        "response_a": "VARCHAR", "response_b": "VARCHAR", "choice": "VARCHAR",
+        "shown_first": "VARCHAR", "model_a": "VARCHAR", "model_b": "VARCHAR",
+    },
+}
+_COMMON_SHAPE = {"event_id": "VARCHAR", "prompt": "JSON", "annotator_id": "VARCHAR", "annotator_kind": "VARCHAR", "metadata": "JSON"}
+
+_EXTRACT = """
+SELECT ts, topic, "partition", "offset",
+       {where_from} AS where_from,
+       json_transform(decode(value), '{shape}') AS e
+FROM batch WHERE kind = '{kind}'"""
+
+
+def _extract(kind: str) -> str:
+    shape = orjson.dumps({**_COMMON_SHAPE, **_SHAPES[kind]}).decode()
+    return _EXTRACT.format(kind=kind, shape=shape, where_from=_WHERE_FROM)
+
+
+def _insert_sql(kind: str, item_key: str) -> str:
+    # Prompts are re-serialised by DuckDB so that equal prompts hash equally whatever the
+    # producer's spacing, escaping or key order.
+    fields = ", ".join(f"e.{name}" for name in _SHAPES[kind])
+    return f"""
+INSERT OR IGNORE INTO {kind} BY NAME
+SELECT * EXCLUDE (prompt_json), prompt_json::JSON AS prompt, md5(prompt_json) AS prompt_hash, {item_key}
+FROM (
+    SELECT e.event_id, {SCHEMA_VERSION} AS schema_version, ts,
+           CASE WHEN json_type(e.prompt) = 'VARCHAR' THEN to_json(e.prompt->>'$')
+                ELSE to_json(CAST(e.prompt AS STRUCT(role VARCHAR, content VARCHAR)[])) END AS prompt_json,
+           e.annotator_id, coalesce(e.annotator_kind, 'user') AS annotator_kind,
+           coalesce(e.metadata, '{{}}'::JSON) AS metadata, {fields},
+           topic, "partition", "offset", where_from AS source, current_timestamp AS ingested_at
+    FROM ({_extract(kind)}))"""
+
+
+_THUMBS_SQL = _insert_sql("thumbs", "md5(prompt_json || chr(31) || response) AS item_id")
+_PAIRWISE_SQL = _insert_sql(
+    "pairwise",
+    "md5(prompt_json || chr(31) || least(response_a, response_b) || chr(31) || greatest(response_a, response_b)) AS pair_id",
+)
 
 _DUPLICATES_SQL = """
 INSERT OR IGNORE INTO duplicates
-SELECT b.source, b.event_id, '{kind}', t.source, current_timestamp
-FROM batch_{kind} b JOIN {kind} t USING (event_id)
-WHERE t.source <> b.source"""
+SELECT b.where_from, b.e.event_id, '{kind}', t.source, current_timestamp
+FROM ({extract}) b JOIN {kind} t ON t.event_id = b.e.event_id
+WHERE t.source <> b.where_from"""
+
+_DEAD_SQL = f"""
+INSERT OR IGNORE INTO dead_letters
+SELECT {_WHERE_FROM}, raw, reason, key, topic, "partition", "offset", current_timestamp FROM batch"""
+
+_BATCH_DUPLICATES_SQL = f"""
+INSERT OR IGNORE INTO duplicates
+SELECT {_WHERE_FROM}, event_id, kind, first_source, current_timestamp FROM batch"""
 
 _OFFSETS_SQL = """
 INSERT INTO kafka_offsets VALUES (?, ?, ?, ?, current_timestamp)
 ON CONFLICT DO UPDATE SET next_offset = greatest(kafka_offsets.next_offset, excluded.next_offset),
                           updated_at = excluded.updated_at"""
 
-_SOURCE_SCHEMA = {"topic": pl.String, "partition": pl.Int32, "offset": pl.Int64, "source": pl.String}
-_THUMBS_SCHEMA = {
-    "event_id": pl.String, "schema_version": pl.Int32, "ts": pl.Datetime("us", "UTC"), "prompt": pl.String,
-    "annotator_id": pl.String, "annotator_kind": pl.String, "metadata": pl.String,
-    "response": pl.String, "rating": pl.String, "model_id": pl.String, **_SOURCE_SCHEMA,
-}
-_PAIRWISE_SCHEMA = {
-    "event_id": pl.String, "schema_version": pl.Int32, "ts": pl.Datetime("us", "UTC"), "prompt": pl.String,
-    "annotator_id": pl.String, "annotator_kind": pl.String, "metadata": pl.String,
-    "response_a": pl.String, "response_b": pl.String, "choice": pl.String, "shown_first": pl.String,
-    "model_a": pl.String, "model_b": pl.String, **_SOURCE_SCHEMA,
-}
-
-
-def _prompt_json(prompt: Any) -> str:
-    if isinstance(prompt, str):
-        return orjson.dumps(prompt).decode()
-    return orjson.dumps([{"role": m.role, "content": m.content} for m in prompt]).decode()
-
-
-def _common(event: ThumbsEvent | PairwiseEvent, msg: RawMessage) -> list[Any]:
-    return [
-        event.event_id, event.schema_version, event.ts, _prompt_json(event.prompt),
-        event.annotator_id, event.annotator_kind, orjson.dumps(event.metadata).decode(),
-    ]
-
-
-def _where(msg: RawMessage) -> list[Any]:
-    return [msg.topic, msg.partition, msg.offset, msg.source]
-
 
 class DuckDBSink:
-    """Lands batches of :class:`RawMessage` into an open, migrated store connection."""
+    """Lands batches into an open, migrated store connection."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, max_bytes: int = DEFAULT_MAX_BYTES):
         self.con = con
@@ -134,29 +177,86 @@ class DuckDBSink:
         ).fetchall()
         return {(t, p): o for t, p, o in rows}
 
-    def land(self, messages: list[RawMessage], *, group_id: str | None = None) -> tuple[LandCounts, dict[tuple[str, int], int]]:
-        """Land ``messages`` in one transaction.
+    def land(self, batch: RawBatch, *, group_id: str | None = None) -> tuple[LandCounts, dict[tuple[str, int], int]]:
+        """Validate and write ``batch`` in one transaction (see :meth:`write`)."""
+        return self.write(self.prepare(batch), group_id=group_id)
 
-        With ``group_id`` the messages are Kafka records: those below the stored next
-        offset are skipped and the new next offsets are stored. Returns the counts and the
-        next offsets written (empty for files), which the caller then commits to Kafka.
+    def prepare(self, batch: RawBatch) -> PreparedBatch:
+        """Validate every message; no database access (safe while a write is running)."""
+        keep: list[int] = []
+        kinds: list[str] = []
+        values: list[bytes] = []
+        stamps: list[Any] = []
+        dead: list[int] = []
+        reasons: list[str] = []
+        duplicates: list[int] = []
+        duplicate_of: list[tuple[str, str, str]] = []  # event_id, kind, first source
+        first_seen: dict[str, int] = {}
+        for i, raw in enumerate(batch.values):
+            event, raw_is_current = parse_raw(raw, self.max_bytes)
+            if type(event) is Rejected:
+                dead.append(i)
+                reasons.append(event.reason)
+                continue
+            first = first_seen.setdefault(event.event_id, i)
+            if first != i:
+                duplicates.append(i)
+                duplicate_of.append((event.event_id, event.kind, batch.source(first)))
+                continue
+            keep.append(i)
+            kinds.append(event.kind)
+            stamps.append(event.ts)
+            # Upcast events, and ones whose unknown fields moved into metadata, are re-serialised.
+            values.append(raw if raw_is_current else event.__pydantic_serializer__.to_json(event))
+        events = pl.DataFrame(
+            {"kind": kinds, "value": values, "ts": stamps, **_where(batch, keep)}, schema=_EVENTS_SCHEMA
+        )
+        dead_frame = pl.DataFrame(
+            {"raw": [batch.values[i] for i in dead], "reason": reasons, "key": _pick(batch.keys, dead), **_where(batch, dead)},
+            schema=_DEAD_SCHEMA,
+        )
+        duplicates_frame = pl.DataFrame(
+            {
+                "event_id": [d[0] for d in duplicate_of],
+                "kind": [d[1] for d in duplicate_of],
+                "first_source": [d[2] for d in duplicate_of],
+                **_where(batch, duplicates),
+            },
+            schema=_DUPLICATES_SCHEMA,
+        )
+        next_offsets: dict[tuple[str, int], int] = {}
+        if batch.offsets is not None:
+            for topic, partition, offset in zip(batch.topics, batch.partitions, batch.offsets):
+                if offset >= next_offsets.get((topic, partition), 0):
+                    next_offsets[(topic, partition)] = offset + 1
+        return PreparedBatch(events, dead_frame, duplicates_frame, next_offsets)
+
+    def write(self, prepared: PreparedBatch, *, group_id: str | None = None) -> tuple[LandCounts, dict[tuple[str, int], int]]:
+        """Write a prepared batch in ONE transaction.
+
+        With ``group_id`` the batch is Kafka records: rows below the stored next offset
+        are dropped and the new next offsets are stored. Returns the counts and the next
+        offsets written (empty for files), which the caller then commits to Kafka.
         """
         counts = LandCounts()
         self.con.execute("BEGIN TRANSACTION")
         try:
-            next_offsets: dict[tuple[str, int], int] = {}
-            if group_id is not None:
+            next_offsets = prepared.next_offsets if group_id is not None else {}
+            events, dead, duplicates = prepared.events, prepared.dead, prepared.duplicates
+            if next_offsets:
                 stored = self.stored_offsets(group_id)
-                fresh = []
-                for msg in messages:
-                    tp = (msg.topic, msg.partition)
-                    if msg.offset < stored.get(tp, 0):
-                        counts.replayed += 1
-                        continue
-                    fresh.append(msg)
-                    next_offsets[tp] = max(next_offsets.get(tp, 0), msg.offset + 1)
-                messages = fresh
-            self._land_messages(messages, counts)
+                if any(stored.get(tp, 0) > 0 for tp in next_offsets):
+                    events, dead, duplicates, counts.replayed = _drop_landed(stored, events, dead, duplicates)
+            counts.thumbs = self._insert("thumbs", _THUMBS_SQL, events, counts)
+            counts.pairwise = self._insert("pairwise", _PAIRWISE_SQL, events, counts)
+            if dead.height:
+                added = self._insert_frame(_DEAD_SQL, dead)
+                counts.dead_letters += added
+                counts.replayed += dead.height - added
+            if duplicates.height:
+                added = self._insert_frame(_BATCH_DUPLICATES_SQL, duplicates)
+                counts.duplicates += added
+                counts.replayed += duplicates.height - added
             if next_offsets:
                 self.con.executemany(_OFFSETS_SQL, [[group_id, t, p, o] for (t, p), o in next_offsets.items()])
             self.con.execute("COMMIT")
@@ -165,64 +265,60 @@ class DuckDBSink:
             raise
         return counts, next_offsets
 
-    def _land_messages(self, messages: list[RawMessage], counts: LandCounts) -> None:
-        thumbs: list[list[Any]] = []
-        pairwise: list[list[Any]] = []
-        dead: list[list[Any]] = []
-        in_batch: dict[str, str] = {}  # event_id -> source of its first occurrence in this batch
-        in_batch_dups: list[list[Any]] = []
-        for msg in messages:
-            event = parse(msg.value, self.max_bytes)
-            if isinstance(event, Rejected):
-                dead.append([msg.source, msg.value, event.reason, msg.key, msg.topic, msg.partition, msg.offset])
-                continue
-            first = in_batch.setdefault(event.event_id, msg.source)
-            if first != msg.source:
-                in_batch_dups.append([msg.source, event.event_id, event.kind, first])
-                continue
-            if event.kind == "thumbs":
-                thumbs.append(_common(event, msg) + [event.response, event.rating, event.model_id] + _where(msg))
-            else:
-                pairwise.append(
-                    _common(event, msg)
-                    + [event.response_a, event.response_b, event.choice, event.shown_first, event.model_a, event.model_b]
-                    + _where(msg)
-                )
-        counts.thumbs += self._insert_events("thumbs", _THUMBS_SQL, _THUMBS_SCHEMA, thumbs, counts)
-        counts.pairwise += self._insert_events("pairwise", _PAIRWISE_SQL, _PAIRWISE_SCHEMA, pairwise, counts)
-        if dead:
-            before = self._count("dead_letters")
-            self.con.executemany(
-                "INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, current_timestamp)", dead
-            )
-            added = self._count("dead_letters") - before
-            counts.dead_letters += added
-            counts.replayed += len(dead) - added
-        if in_batch_dups:
-            before = self._count("duplicates")
-            self.con.executemany("INSERT OR IGNORE INTO duplicates VALUES (?, ?, ?, ?, current_timestamp)", in_batch_dups)
-            added = self._count("duplicates") - before
-            counts.duplicates += added
-            counts.replayed += len(in_batch_dups) - added
-
-    def _insert_events(self, kind: str, sql: str, schema: dict, rows: list[list[Any]], counts: LandCounts) -> int:
-        if not rows:
+    def _insert(self, kind: str, sql: str, events: pl.DataFrame, counts: LandCounts) -> int:
+        wanted = int((events["kind"] == kind).sum())
+        if not wanted:
             return 0
-        frame = pl.DataFrame(rows, schema=schema, orient="row")
-        self.con.register(f"batch_{kind}", frame)
+        self.con.register("batch", events)
         try:
             inserted = self.con.execute(sql).fetchall()[0][0]
-            if inserted < len(rows):
+            if inserted < wanted:
                 # Some event_ids were already stored: from another source they are producer
                 # retries (recorded as duplicates), from the same source a replay.
                 before = self._count("duplicates")
-                self.con.execute(_DUPLICATES_SQL.format(kind=kind)).fetchall()
+                self.con.execute(_DUPLICATES_SQL.format(kind=kind, extract=_extract(kind))).fetchall()
                 dups = self._count("duplicates") - before
                 counts.duplicates += dups
-                counts.replayed += len(rows) - inserted - dups
+                counts.replayed += wanted - inserted - dups
         finally:
-            self.con.unregister(f"batch_{kind}")
+            self.con.unregister("batch")
         return inserted
+
+    def _insert_frame(self, sql: str, frame: pl.DataFrame) -> int:
+        self.con.register("batch", frame)
+        try:
+            return self.con.execute(sql).fetchall()[0][0]
+        finally:
+            self.con.unregister("batch")
 
     def _count(self, table: str) -> int:
         return self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+
+
+def _pick(column: list | None, rows: list[int]) -> list:
+    return [column[i] for i in rows] if column is not None else [None] * len(rows)
+
+
+def _where(batch: RawBatch, rows: list[int]) -> dict[str, list]:
+    return {
+        "topic": _pick(batch.topics, rows),
+        "partition": _pick(batch.partitions, rows),
+        "offset": _pick(batch.offsets, rows),
+        "source": _pick(batch.sources, rows),
+    }
+
+
+def _drop_landed(stored: dict[tuple[str, int], int], *frames: pl.DataFrame):
+    """Drop rows whose offset is below the stored next offset of their partition.
+
+    Returns the filtered frames followed by the number of rows dropped.
+    """
+    floor = pl.DataFrame(
+        {"topic": [t for t, _ in stored], "partition": [p for _, p in stored], "floor": list(stored.values())},
+        schema={"topic": pl.String, "partition": pl.Int32, "floor": pl.Int64},
+    )
+    kept = [
+        f.join(floor, on=["topic", "partition"], how="left").filter(pl.col("offset") >= pl.col("floor").fill_null(0)).drop("floor")
+        for f in frames
+    ]
+    return (*kept, sum(f.height for f in frames) - sum(k.height for k in kept))

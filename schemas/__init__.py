@@ -9,7 +9,7 @@ from prefstream.schemas.events import (
     ThumbsEvent,
 )
 from prefstream.schemas.upcasting import upcast, upcaster
-from prefstream.schemas.validate import DEFAULT_MAX_BYTES, Rejected, parse
+from prefstream.schemas.validate import DEFAULT_MAX_BYTES, Rejected, parse, parse_raw
 
 
 def json_schema() -> dict:
@@ -28,6 +28,7 @@ __all__ = [
     "PairwiseEvent",
     "Rejected",
     "parse",
+    "parse_raw",
     "upcast",
     "upcaster",
     "json_schema",

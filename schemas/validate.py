@@ -34,19 +34,28 @@ ParseResult = ThumbsEvent | PairwiseEvent | Rejected
 
 def parse(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> ParseResult:
     """Validate one wire message."""
+    return parse_raw(raw, max_bytes)[0]
+
+
+def parse_raw(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[ParseResult, bool]:
+    """Like :func:`parse`, and also whether ``raw`` itself is the event's current-version JSON
+    (true for the common case; false after upcasting or when unknown fields were moved)."""
     if raw is None:
-        return Rejected("empty message: null value (tombstone)")
+        return Rejected("empty message: null value (tombstone)"), False
     if len(raw) > max_bytes:
-        return Rejected(f"oversize message: {len(raw)} bytes > limit {max_bytes}")
+        return Rejected(f"oversize message: {len(raw)} bytes > limit {max_bytes}"), False
     if b"\x00" not in raw and _NUL_ESCAPE not in raw:
         try:
-            return _keep_unknown_fields(EVENT_ADAPTER.validate_json(raw))
+            event = EVENT_ADAPTER.validate_json(raw)
+            if not event.model_extra:
+                return event, True
+            return _keep_unknown_fields(event), False
         except ValidationError:
             pass  # fall through to the step-by-step path for a precise reason
     try:
-        return _parse_slowly(raw)
+        return _parse_slowly(raw), False
     except Exception as exc:  # noqa: BLE001 - the validator must never crash the consumer
-        return Rejected(f"unexpected validation failure: {type(exc).__name__}: {exc}")
+        return Rejected(f"unexpected validation failure: {type(exc).__name__}: {exc}"), False
 
 
 def _parse_slowly(raw: bytes) -> ParseResult:
@@ -110,4 +119,4 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
-__all__ = ["DEFAULT_MAX_BYTES", "EXTRA_FIELDS_KEY", "Rejected", "ParseResult", "parse", "SCHEMA_VERSION"]
+__all__ = ["DEFAULT_MAX_BYTES", "EXTRA_FIELDS_KEY", "Rejected", "ParseResult", "parse", "parse_raw", "SCHEMA_VERSION"]

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from prefstream.errors import StoreError
-from prefstream.ingest.sink import DuckDBSink, RawMessage
+from prefstream.ingest.sink import DuckDBSink, RawBatch
 from prefstream.store import LATEST_VERSION, open_store, schema_version
 
 
@@ -16,8 +16,8 @@ def event(event_id, ts, **fields):
 
 
 def land(con, *values):
-    sink = DuckDBSink(con)
-    return sink.land([RawMessage(value=v, source=f"test:{i}:{v[:20]!r}") for i, v in enumerate(values)])[0]
+    batch = RawBatch(values=list(values), sources=[f"test:{i}" for i in range(len(values))])
+    return DuckDBSink(con).land(batch)[0]
 
 
 def test_opening_an_older_file_migrates_it(db_path):
