@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaConfigurationError, KafkaError
 
 from prefstream.errors import BrokerError, PrefstreamError
 from prefstream.ingest.sink import DuckDBSink, LandCounts, RawBatch
@@ -118,13 +118,13 @@ class KafkaIngestor:
                 enable_auto_commit=False,
                 **options,
             )
+        except (KafkaConfigurationError, TypeError, ValueError, AssertionError) as exc:
+            raise PrefstreamError(f"invalid consumer option: {exc}") from None
         except KafkaError as exc:
             raise BrokerError(
                 f"cannot reach Kafka at {self.settings.bootstrap} ({type(exc).__name__}); "
                 "check --bootstrap, or start a local broker with `prefstream broker`"
             ) from None
-        except (TypeError, ValueError, AssertionError) as exc:
-            raise PrefstreamError(f"invalid consumer option: {exc}") from None
         self.consumer = consumer
         consumer.subscribe(list(self.settings.topics), listener=_SeekToStoredOffsets(self))
         return consumer

@@ -150,7 +150,7 @@ def test_unreachable_broker_is_a_one_line_error(tmp_path, group_id):
     class Nowhere:
         bootstrap = f"127.0.0.1:{free_port()}"
 
-    command = cli_ingest_command(Nowhere, ["t"], group_id, tmp_path / "x.duckdb", "--consumer-option", "api_version_auto_timeout_ms=2000")
+    command = cli_ingest_command(Nowhere, ["t"], group_id, tmp_path / "x.duckdb", "--consumer-option", "bootstrap_timeout_ms=3000")
     done = subprocess.run(command, capture_output=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.decode().startswith("prefstream: error: cannot reach Kafka at")
@@ -161,3 +161,31 @@ def test_unreachable_broker_is_a_one_line_error(tmp_path, group_id):
 def test_managed_or_malformed_consumer_options_are_refused(broker, tmp_path, group_id, option):
     done = subprocess.run(cli_ingest_command(broker, ["t"], group_id, tmp_path / "x.duckdb", "--consumer-option", option), capture_output=True, timeout=60)
     assert done.returncode == 2 and b"Traceback" not in done.stderr
+
+
+def test_config_file_consumer_options_reach_kafka_python(broker, tmp_path, group_id):
+    config = tmp_path / "prefstream.toml"
+    config.write_text('[ingest.consumer]\nno_such_setting = 3\n')
+    command = cli_ingest_command(broker, ["t"], group_id, tmp_path / "x.duckdb")
+    command[3:3] = ["--config", str(config)]  # a group option, before the subcommand
+    done = subprocess.run(command, capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert "invalid consumer option" in done.stderr.decode() and "no_such_setting" in done.stderr.decode()
+
+
+def test_broker_command_serves_kafka_and_stops_on_sigterm(tmp_path):
+    import sys
+
+    from prefstream.ingest.broker import free_port
+
+    port = free_port()
+    child = subprocess.Popen([sys.executable, "-m", "prefstream.cli", "broker", "--port", str(port), "--topic", "feedback:3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert f"listening on 127.0.0.1:{port}" in child.stdout.readline().decode()
+        probe = KafkaConsumer(bootstrap_servers=f"127.0.0.1:{port}")
+        assert probe.partitions_for_topic("feedback") == {0, 1, 2}
+        probe.close()
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=30)
+    assert child.returncode == 0
