@@ -14,6 +14,7 @@ Python building rows field by field.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +97,7 @@ _DUPLICATES_SCHEMA = {"event_id": pl.String, "kind": pl.String, "first_source": 
 
 _WHERE_FROM = """coalesce(source, topic || '[' || "partition" || ']@' || "offset")"""
 
-# ``batch`` columns: kind, value, ts, topic, partition, offset, source. Every field but
+# ``batch_events`` columns: kind, value, ts, topic, partition, offset, source. Every field but
 # ts (already parsed by pydantic) is read back from the validated JSON by DuckDB;
 # json_transform parses each document once into a struct (3x cheaper than one ->> per field).
 _SHAPES = {
@@ -112,7 +113,7 @@ _EXTRACT = """
 SELECT ts, topic, "partition", "offset",
        {where_from} AS where_from,
        json_transform(decode(value), '{shape}') AS e
-FROM batch WHERE kind = '{kind}'"""
+FROM batch_events WHERE kind = '{kind}'"""
 
 
 def _extract(kind: str) -> str:
@@ -151,11 +152,14 @@ WHERE t.source <> b.where_from"""
 
 _DEAD_SQL = f"""
 INSERT OR IGNORE INTO dead_letters
-SELECT {_WHERE_FROM}, raw, reason, key, topic, "partition", "offset", current_timestamp FROM batch"""
+SELECT {_WHERE_FROM}, raw, reason, key, topic, "partition", "offset", current_timestamp FROM batch_dead"""
 
 _BATCH_DUPLICATES_SQL = f"""
 INSERT OR IGNORE INTO duplicates
-SELECT {_WHERE_FROM}, event_id, kind, first_source, current_timestamp FROM batch"""
+SELECT {_WHERE_FROM}, event_id, kind, first_source, current_timestamp FROM batch_duplicates"""
+
+# Errors that mean "this data", not "this database": worth isolating the row that caused them.
+_DATA_ERRORS = (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.ConstraintException)
 
 _OFFSETS_SQL = """
 INSERT INTO kafka_offsets VALUES (?, ?, ?, ?, current_timestamp)
@@ -237,62 +241,87 @@ class DuckDBSink:
         With ``group_id`` the batch is Kafka records: rows below the stored next offset
         are dropped and the new next offsets are stored. Returns the counts and the next
         offsets written (empty for files), which the caller then commits to Kafka.
+
+        A document that pydantic accepted but DuckDB cannot read would otherwise fail the
+        same batch forever; such rows are found, moved to dead letters with DuckDB's
+        reason, and the rest is written, still in one transaction.
         """
-        counts = LandCounts()
-        self.con.execute("BEGIN TRANSACTION")
         try:
-            next_offsets = prepared.next_offsets if group_id is not None else {}
-            events, dead, duplicates = prepared.events, prepared.dead, prepared.duplicates
-            if next_offsets:
-                stored = self.stored_offsets(group_id)
-                if any(stored.get(tp, 0) > 0 for tp in next_offsets):
-                    events, dead, duplicates, counts.replayed = _drop_landed(stored, events, dead, duplicates)
-            counts.thumbs = self._insert("thumbs", _THUMBS_SQL, events, counts)
-            counts.pairwise = self._insert("pairwise", _PAIRWISE_SQL, events, counts)
-            if dead.height:
-                added = self._insert_frame(_DEAD_SQL, dead)
-                counts.dead_letters += added
-                counts.replayed += dead.height - added
-            if duplicates.height:
-                added = self._insert_frame(_BATCH_DUPLICATES_SQL, duplicates)
-                counts.duplicates += added
-                counts.replayed += duplicates.height - added
-            if next_offsets:
-                self.con.executemany(_OFFSETS_SQL, [[group_id, t, p, o] for (t, p), o in next_offsets.items()])
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
+            return self._write(prepared, group_id)
+        except _DATA_ERRORS:
+            unreadable = self._rows_duckdb_rejects(prepared.events)
+            if not unreadable:
+                raise
+            return self._write(_move_to_dead(prepared, unreadable), group_id)
+
+    def _rows_duckdb_rejects(self, events: pl.DataFrame) -> dict[int, str]:
+        """Try each event alone in a rolled-back transaction; return the ones that fail."""
+        rejected = {}
+        for i in range(events.height):
+            row = events.slice(i, 1)
+            with self._registered(batch_events=row):
+                self.con.execute("BEGIN TRANSACTION")
+                try:
+                    self.con.execute(_THUMBS_SQL if row["kind"][0] == "thumbs" else _PAIRWISE_SQL).fetchall()
+                except _DATA_ERRORS as exc:
+                    rejected[i] = f"store rejected the event: {str(exc).splitlines()[0]}"
+                finally:
+                    self.con.execute("ROLLBACK")
+        return rejected
+
+    @contextlib.contextmanager
+    def _registered(self, **frames: pl.DataFrame):
+        # Registered outside the transaction: unregistering inside an aborted one fails.
+        for name, frame in frames.items():
+            self.con.register(name, frame)
+        try:
+            yield
+        finally:
+            for name in frames:
+                self.con.unregister(name)
+
+    def _write(self, prepared: PreparedBatch, group_id: str | None) -> tuple[LandCounts, dict[tuple[str, int], int]]:
+        counts = LandCounts()
+        next_offsets = prepared.next_offsets if group_id is not None else {}
+        events, dead, duplicates = prepared.events, prepared.dead, prepared.duplicates
+        if next_offsets:
+            # Read outside the transaction: a DuckDB file has one writer, this process.
+            stored = self.stored_offsets(group_id)
+            if any(stored.get(tp, 0) > 0 for tp in next_offsets):
+                events, dead, duplicates, counts.replayed = _drop_landed(stored, events, dead, duplicates)
+        with self._registered(batch_events=events, batch_dead=dead, batch_duplicates=duplicates):
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                counts.thumbs = self._insert_events("thumbs", events, counts)
+                counts.pairwise = self._insert_events("pairwise", events, counts)
+                if dead.height:
+                    added = self.con.execute(_DEAD_SQL).fetchall()[0][0]
+                    counts.dead_letters += added
+                    counts.replayed += dead.height - added
+                if duplicates.height:
+                    added = self.con.execute(_BATCH_DUPLICATES_SQL).fetchall()[0][0]
+                    counts.duplicates += added
+                    counts.replayed += duplicates.height - added
+                if next_offsets:
+                    self.con.executemany(_OFFSETS_SQL, [[group_id, t, p, o] for (t, p), o in next_offsets.items()])
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
         return counts, next_offsets
 
-    def _insert(self, kind: str, sql: str, events: pl.DataFrame, counts: LandCounts) -> int:
+    def _insert_events(self, kind: str, events: pl.DataFrame, counts: LandCounts) -> int:
         wanted = int((events["kind"] == kind).sum())
         if not wanted:
             return 0
-        self.con.register("batch", events)
-        try:
-            inserted = self.con.execute(sql).fetchall()[0][0]
-            if inserted < wanted:
-                # Some event_ids were already stored: from another source they are producer
-                # retries (recorded as duplicates), from the same source a replay.
-                before = self._count("duplicates")
-                self.con.execute(_DUPLICATES_SQL.format(kind=kind, extract=_extract(kind))).fetchall()
-                dups = self._count("duplicates") - before
-                counts.duplicates += dups
-                counts.replayed += wanted - inserted - dups
-        finally:
-            self.con.unregister("batch")
+        inserted = self.con.execute(_THUMBS_SQL if kind == "thumbs" else _PAIRWISE_SQL).fetchall()[0][0]
+        if inserted < wanted:
+            # Some event_ids were already stored: from another source they are producer
+            # retries (recorded as duplicates), from the same source a replay.
+            dups = self.con.execute(_DUPLICATES_SQL.format(kind=kind, extract=_extract(kind))).fetchall()[0][0]
+            counts.duplicates += dups
+            counts.replayed += wanted - inserted - dups
         return inserted
-
-    def _insert_frame(self, sql: str, frame: pl.DataFrame) -> int:
-        self.con.register("batch", frame)
-        try:
-            return self.con.execute(sql).fetchall()[0][0]
-        finally:
-            self.con.unregister("batch")
-
-    def _count(self, table: str) -> int:
-        return self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
 
 
 def _pick(column: list | None, rows: list[int]) -> list:
@@ -306,6 +335,15 @@ def _where(batch: RawBatch, rows: list[int]) -> dict[str, list]:
         "offset": _pick(batch.offsets, rows),
         "source": _pick(batch.sources, rows),
     }
+
+
+def _move_to_dead(prepared: PreparedBatch, rows: dict[int, str]) -> PreparedBatch:
+    index = pl.Series("i", list(rows), dtype=pl.UInt32)
+    moved = prepared.events[index].select(
+        pl.col("value").alias("raw"), pl.Series("reason", list(rows.values())), pl.lit(None, pl.Binary).alias("key"), *_WHERE
+    )
+    kept = prepared.events.with_row_index("i").filter(~pl.col("i").is_in(index)).drop("i")
+    return PreparedBatch(kept, pl.concat([prepared.dead, moved]), prepared.duplicates, prepared.next_offsets)
 
 
 def _drop_landed(stored: dict[tuple[str, int], int], *frames: pl.DataFrame):

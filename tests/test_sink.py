@@ -44,3 +44,18 @@ def test_a_failed_transaction_leaves_nothing_behind(db_path, monkeypatch):
         raise AssertionError("the injected failure did not happen")
     for table in ("thumbs", "dead_letters", "kafka_offsets"):
         assert sink.con.execute(f"SELECT count(*) FROM {table}").fetchall() == [(0,)], table
+
+
+def test_an_event_duckdb_cannot_read_is_dead_lettered_not_a_stuck_batch(db_path, monkeypatch):
+    from prefstream.ingest import sink as sink_module
+
+    # Pretend DuckDB's JSON reader chokes on one document that pydantic accepted.
+    shape = dict(sink_module._SHAPES["thumbs"], rating="INTEGER")
+    monkeypatch.setitem(sink_module._SHAPES, "thumbs", shape)
+    monkeypatch.setattr(sink_module, "_THUMBS_SQL", sink_module._insert_sql("thumbs", "md5(prompt_json || chr(31) || response) AS item_id"))
+    sink = DuckDBSink(open_store(db_path))
+    batch = kafka_batch([orjson.dumps({**VALID, "event_id": "a"}), b"junk"])
+    counts, offsets = sink.land(batch, group_id="g")
+    assert (counts.thumbs, counts.dead_letters, offsets) == (0, 2, {("t", 0): 2})
+    reasons = [r for (r,) in sink.con.execute("SELECT reason FROM dead_letters ORDER BY source").fetchall()]
+    assert reasons[0].startswith("store rejected the event") and reasons[1].startswith("invalid JSON")
