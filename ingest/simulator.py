@@ -2,9 +2,9 @@
 
 Items (a prompt with one response, or a prompt with a pair of responses) are rated by
 several annotators each, so agreement can be measured. Responses are "good" (start
-"Sure! To ...", give steps) or "bad" (start "Sorry, ...", refuse); their lengths come
-from filler sentences drawn independently of quality, so a clean simulation has no length
-bias and a tiny model can learn the good/bad pattern.
+"Sure! To ...", give steps) or "bad" (start "Sorry, ...", refuse); each is padded with
+filler sentences to a length drawn independently of its quality, so a clean simulation
+has no length bias (longer wins about 50%) and a tiny model can learn the good/bad pattern.
 
 Honest annotators (``ann-00`` ...) agree with the latent quality with probability
 ``accuracy``. Planted behaviours (``plant``):
@@ -44,6 +44,8 @@ _FILLER = ["This is a common question.", "Many people wonder about this.", "It d
            "Results can vary from case to case.", "Take your time with it.", "Practice makes it easier.",
            "There are several ways to approach it.", "Keep safety in mind."]
 _SYSTEM = "You are a helpful assistant."
+# Response lengths (characters) are drawn from this range whatever the quality.
+_MIN_LENGTH, _MAX_LENGTH = 90, 260
 _MODELS = ["assistant-v1", "assistant-v2"]
 
 
@@ -143,8 +145,13 @@ def _response(rng: random.Random, verb: str, noun: str, good: bool) -> str:
         text = f"Sure! To {verb} a {noun}, first {steps[0]}. Then {steps[1]}."
     else:
         text = f"Sorry, I can't help with that {noun}."
-    fillers = rng.sample(_FILLER, rng.randint(0, 4))
-    return " ".join([text, *fillers])
+    # Pad to a length drawn independently of quality, so length carries no signal.
+    target = rng.randint(_MIN_LENGTH, _MAX_LENGTH)
+    fillers = rng.sample(_FILLER, len(_FILLER))
+    parts = [text]
+    while len(" ".join(parts)) < target and fillers:
+        parts.append(fillers.pop())
+    return " ".join(parts)
 
 
 def _choice_for(rng: random.Random, config: SimConfig, annotator: str, good_is: str, shown_first: str, longer: str) -> str:
