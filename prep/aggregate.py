@@ -44,6 +44,12 @@ def _weighting(con: duckdb.DuckDBPyConnection, weights: dict[str, float] | None)
     return "LEFT JOIN annotator_weights aw USING (annotator_id)", f"coalesce(aw.w, {UNKNOWN_RELIABILITY})"
 
 
+def count_in_window(con: duckdb.DuckDBPyConnection, window: Window) -> int:
+    """Current thumbs and pairwise events in the window."""
+    query = f"SELECT (SELECT count(*) FROM thumbs_current WHERE {window.sql()}) + (SELECT count(*) FROM pairwise_current WHERE {window.sql()})"
+    return con.execute(query, window.params() * 2).fetchall()[0][0]
+
+
 def thumbs_items(con: duckdb.DuckDBPyConnection, window: Window, weights: dict[str, float] | None = None) -> pl.DataFrame:
     """One row per thumbs item: prompt, response, weighted up / down votes, event ids."""
     join, w = _weighting(con, weights)

@@ -70,10 +70,12 @@ class Output:
 def export(con, settings: ExportSettings, output: Output, progress=lambda message: None) -> dict:
     """Run one export; return its manifest."""
     _check_out(output)
+    window = aggregate.Window(settings.since, settings.until)
+    if aggregate.count_in_window(con, window) == 0:
+        raise PrefstreamError(f"no rows to export: no feedback between {_iso(settings.since) or 'the start'} and {_iso(settings.until) or 'now'}; check --since / --until")
     progress("quality gate")
     gate = _gate(con, settings, output)
     weights = gate.pop("_weights")
-    window = aggregate.Window(settings.since, settings.until)
 
     progress("aggregating across annotators")
     rows, dropped = _rows(con, settings, window, weights)

@@ -42,9 +42,14 @@ def pairs_to_kto(pairs: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([chosen, rejected]).select(KTO_COLUMNS)
 
 
+def _length_difference() -> pl.Expr:
+    # len_chars is unsigned: cast before subtracting, or shorter-minus-longer wraps around.
+    return pl.col("chosen").str.len_chars().cast(pl.Int64) - pl.col("rejected").str.len_chars().cast(pl.Int64)
+
+
 def longer_wins_share(pairs: pl.DataFrame) -> float | None:
     """Share of pairs of unequal length where the chosen response is the longer."""
-    diff = pairs["chosen"].str.len_chars() - pairs["rejected"].str.len_chars()
+    diff = pairs.select(_length_difference()).to_series()
     unequal = int((diff != 0).sum())
     return int((diff > 0).sum()) / unequal if unequal else None
 
@@ -55,7 +60,7 @@ def balance_length(pairs: pl.DataFrame, seed: int) -> tuple[pl.DataFrame, int]:
     DPO learns whatever separates chosen from rejected; if that is length, it learns to
     ramble. Which pairs go is decided by a seeded hash of ``pair_id`` (deterministic).
     """
-    diff = pl.col("chosen").str.len_chars() - pl.col("rejected").str.len_chars()
+    diff = _length_difference()
     marked = pairs.with_columns(side=pl.when(diff > 0).then(1).when(diff < 0).then(-1).otherwise(0))
     longer, shorter = int((marked["side"] == 1).sum()), int((marked["side"] == -1).sum())
     excess, side = (longer - shorter, 1) if longer > shorter else (shorter - longer, -1)
