@@ -25,7 +25,7 @@ from .export import load_export, paired_rows
 from .logprobs import CompletionLogps, sequence_logps
 from .losses import PairLoss, dpo_loss, ipo_loss
 from .model_io import check_causal_lm, load_model, load_tokenizer
-from .run_record import MetricsLog, now, start_record, write_run_record
+from .run_record import MetricsLog, finish_run, start_record, write_run_record
 from .runtime import setup_runtime, teardown
 from .settings import TrainSettings
 
@@ -255,27 +255,10 @@ def train(settings: TrainSettings, resume: bool = False) -> dict:
                 eval_seconds += time.perf_counter() - t0
 
         # ---- final model and run record -------------------------------------------------------
-        final_metrics = {**last_train, **last_eval}
-        train_tokens = int(runtime.gather(torch.tensor([train_tokens])).sum())
-        if runtime.is_main:
-            policy.save_pretrained(out / "final")
-            tokenizer.save_pretrained(out / "final")
-            record.update(
-                status="finished",
-                ended_at=now(),
-                steps=step,
-                timing={
-                    "total_s": time.perf_counter() - started,
-                    "train_s": train_seconds,  # optimizer steps only: no set-up, evaluation or checkpoints
-                    "train_tokens": train_tokens,
-                    "eval_s": eval_seconds,
-                },
-                final_metrics=final_metrics,
-            )
-            write_run_record(out, record)
-            runtime.print(f"done: {out / 'final'} ({train_seconds:.1f} s in training steps)")
-        runtime.barrier()
-        return final_metrics
+        return finish_run(
+            runtime, out, policy, tokenizer, record, {**last_train, **last_eval}, step=step, started=started,
+            train_seconds=train_seconds, train_tokens=train_tokens, eval_seconds=eval_seconds,
+        )
     finally:
         teardown(runtime)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -57,6 +58,33 @@ def start_record(out: Path, resumed_from_step: int | None, **fields) -> dict:
     if resumed_from_step is not None:
         record.setdefault("resumed", []).append({"at": now(), "from_step": resumed_from_step})
     return record
+
+
+def finish_run(runtime, out: Path, policy, tokenizer, record: dict, final_metrics: dict, *, step: int, started: float,
+               train_seconds: float, train_tokens: int, eval_seconds: float) -> dict:
+    """Save ``final/`` (model + tokenizer) and the finished ``run.json``; return the final metrics."""
+    import torch
+
+    train_tokens = int(runtime.gather(torch.tensor([train_tokens])).sum())
+    if runtime.is_main:
+        policy.save_pretrained(out / "final")
+        tokenizer.save_pretrained(out / "final")
+        record.update(
+            status="finished",
+            ended_at=now(),
+            steps=step,
+            timing={
+                "total_s": time.perf_counter() - started,
+                "train_s": train_seconds,  # optimizer steps only: no set-up, evaluation or checkpoints
+                "train_tokens": train_tokens,
+                "eval_s": eval_seconds,
+            },
+            final_metrics=final_metrics,
+        )
+        write_run_record(out, record)
+        runtime.print(f"done: {out / 'final'} ({train_seconds:.1f} s in training steps)")
+    runtime.barrier()
+    return final_metrics
 
 
 def write_run_record(out: Path, record: dict) -> None:
