@@ -1,123 +1,178 @@
-"""Aggregation across annotators, in DuckDB SQL over the current-feedback views.
+"""Aggregation across annotators, in DuckDB SQL over the store's current-feedback views.
 
-Each annotator's current label counts once (or with their reliability as weight). An item
-whose weighted votes tie has no label and is dropped; ``agreement`` is the winning share
-of the weighted votes (ties included in the denominator for pairs), used as the row weight.
+Each annotator's current judgement of an item counts once (``majority``) or with the
+annotator's reliability from the quality report (``reliability``). Per item:
 
-Written as SQL rather than with a library: the aggregation is a group-by over the store's
-own views, and DuckDB does it vectorised and out of core.
+* pairs: votes for each of the two responses and ties. The response with more (weighted)
+  votes is ``chosen``; equal votes (``tie``), only tie votes (``only_ties``), identical
+  responses, or only zero-weight voters (``no_reliable_votes``) drop the pair.
+* thumbs: up and down votes; more up is desirable (``label`` True), more down undesirable;
+  equal votes are a ``tie`` (dropped, or kept as both labels at half weight).
+
+``agreement`` is the share of the item's annotators who back the winner (tie votes count
+in the denominator); ``weight`` is the same share with reliability weights (equal to
+``agreement`` under majority); ``--min-agreement`` drops items below it (``low_agreement``).
+
+Written as SQL rather than through a library: it is a group-by over the store's own views,
+which DuckDB runs vectorised, in parallel and out of core without copying events into
+Python. Votes are TEMP tables on the caller's connection and decisions TEMP views over them
+(``_prep_*``), so nothing is written to the database file; :func:`drop_temp` removes them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 import duckdb
-import polars as pl
+import pyarrow as pa
+
+# Reliability weights become integer micro-units: integer sums are exact and independent of
+# the order DuckDB's parallel aggregation adds them in, so two runs give the same bits.
+WEIGHT_SCALE = 1_000_000
+
+# Wide enough for any real timestamp (the same bounds the quality stage uses).
+_EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
+_LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
+
+PAIR_REASONS = ("identical_responses", "only_ties", "no_reliable_votes", "tie", "low_agreement")
+THUMBS_REASONS = ("no_reliable_votes", "tie", "low_agreement")
 
 
 @dataclass(frozen=True)
 class Window:
-    """A half-open time window on the events' ``ts``; None means unbounded."""
+    """Half-open ``[since, until)`` on the events' ``ts``; None is unbounded."""
 
     since: datetime | None = None
     until: datetime | None = None
 
-    def sql(self) -> str:
-        return "ts >= coalesce(?::TIMESTAMPTZ, '-infinity') AND ts < coalesce(?::TIMESTAMPTZ, 'infinity')"
-
-    def params(self) -> list:
-        return [self.since, self.until]
+    def params(self) -> list[datetime]:
+        return [self.since or _EARLIEST, self.until or _LATEST]
 
 
-# An annotator the reliability estimate knows nothing about counts as a coin flip.
-UNKNOWN_RELIABILITY = 0.5
+def register_weights(con: duckdb.DuckDBPyConnection, reliability: dict[str, float] | None) -> int:
+    """Load per-annotator weights into ``_prep_weights``; return the weight (micro-units) of unknown annotators.
+
+    ``None`` is majority voting (everyone weighs one unit). With reliabilities, an annotator
+    the report has no estimate for counts as a typical one: the median of the known weights.
+    """
+    known = {a: r for a, r in (reliability or {}).items() if r is not None}
+    scaled = {a: int(round(min(max(float(r), 0.0), 1.0) * WEIGHT_SCALE)) for a, r in known.items()}
+    table = pa.table({"annotator_id": pa.array(list(scaled), pa.string()), "w": pa.array(list(scaled.values()), pa.int64())})
+    con.register("_prep_weights_in", table)
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE _prep_weights AS SELECT * FROM _prep_weights_in")
+    finally:
+        con.unregister("_prep_weights_in")
+    if reliability is None:
+        return 1
+    values = sorted(scaled.values())
+    if not values:
+        return WEIGHT_SCALE
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) // 2
 
 
-def _weighting(con: duckdb.DuckDBPyConnection, weights: dict[str, float] | None) -> tuple[str, str]:
-    """Register annotator weights; return (join clause, SQL expression for an event's weight)."""
-    if not weights:
-        return "", "1.0"
-    frame = pl.DataFrame({"annotator_id": list(weights), "w": [float(v) for v in weights.values()]})
-    con.register("annotator_weights", frame)
-    return "LEFT JOIN annotator_weights aw USING (annotator_id)", f"coalesce(aw.w, {UNKNOWN_RELIABILITY})"
-
-
-def count_in_window(con: duckdb.DuckDBPyConnection, window: Window) -> int:
-    """Current thumbs and pairwise events in the window."""
-    query = f"SELECT (SELECT count(*) FROM thumbs_current WHERE {window.sql()}) + (SELECT count(*) FROM pairwise_current WHERE {window.sql()})"
-    return con.execute(query, window.params() * 2).fetchall()[0][0]
-
-
-def thumbs_items(con: duckdb.DuckDBPyConnection, window: Window, weights: dict[str, float] | None = None) -> pl.DataFrame:
-    """One row per thumbs item: prompt, response, weighted up / down votes, event ids."""
-    join, w = _weighting(con, weights)
-    return con.sql(
-        f"""
-        SELECT item_id, any_value(prompt_hash) AS prompt_hash, any_value(prompt)::VARCHAR AS prompt,
-               any_value(response) AS completion,
-               sum(CASE WHEN rating = 'up' THEN {w} ELSE 0 END)::DOUBLE AS w_up,
-               sum(CASE WHEN rating = 'down' THEN {w} ELSE 0 END)::DOUBLE AS w_down,
-               count(*)::INTEGER AS n_annotators,
-               list(event_id ORDER BY event_id) AS source_event_ids
-        FROM thumbs_current e {join} WHERE {window.sql()}
-        GROUP BY item_id ORDER BY item_id""",
-        params=window.params(),
-    ).pl()
-
-
-def pairwise_items(con: duckdb.DuckDBPyConnection, window: Window, weights: dict[str, float] | None = None) -> pl.DataFrame:
-    """One row per unordered pair: its two responses (r1 < r2), weighted votes for each and ties."""
-    join, w = _weighting(con, weights)
-    return con.sql(
-        f"""
-        SELECT pair_id, any_value(prompt_hash) AS prompt_hash, any_value(prompt)::VARCHAR AS prompt,
-               any_value(least(response_a, response_b)) AS r1, any_value(greatest(response_a, response_b)) AS r2,
-               sum(CASE WHEN chosen = least(response_a, response_b) THEN {w} ELSE 0 END)::DOUBLE AS w1,
-               sum(CASE WHEN chosen = greatest(response_a, response_b) THEN {w} ELSE 0 END)::DOUBLE AS w2,
-               sum(CASE WHEN choice = 'tie' THEN {w} ELSE 0 END)::DOUBLE AS w_tie,
-               count(*)::INTEGER AS n_annotators,
-               list(event_id ORDER BY event_id) AS source_event_ids
-        FROM pairwise_current e {join} WHERE {window.sql()}
-        GROUP BY pair_id ORDER BY pair_id""",
-        params=window.params(),
-    ).pl()
-
-
-def decide_thumbs(items: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Majority label per thumbs item; ties dropped. Returns KTO rows and drop counts."""
-    total = pl.col("w_up") + pl.col("w_down")
-    labelled = items.with_columns(
-        label=pl.col("w_up") > pl.col("w_down"),
-        agreement=pl.max_horizontal("w_up", "w_down") / total,
-        tie=pl.col("w_up") == pl.col("w_down"),
+def _current(view: str, vote: str, window_params: list, reliability: bool, default: int) -> tuple[str, list]:
+    """The view's current events in the window, each with its ``vote`` and weight ``w``."""
+    if not reliability:
+        return f"(SELECT event_id, {{key}}, {vote} AS vote, 1::BIGINT AS w FROM {view} WHERE ts >= ? AND ts < ?)", window_params
+    return (
+        f"""(SELECT e.event_id, e.{{key}}, {vote} AS vote, coalesce(pw.w, {int(default)})::BIGINT AS w
+             FROM {view} e LEFT JOIN _prep_weights pw USING (annotator_id) WHERE e.ts >= ? AND e.ts < ?)""",
+        window_params,
     )
-    dropped = {"tie": int(labelled["tie"].sum())}
-    rows = labelled.filter(~pl.col("tie")).select(
-        "prompt_hash", "prompt", "completion", "label", "agreement", "n_annotators", "source_event_ids", pl.col("item_id")
-    )
-    return rows, dropped
 
 
-def decide_pairs(items: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Majority preference per pair; ties (and identical responses) dropped."""
-    identical = pl.col("r1") == pl.col("r2")
-    tie = pl.col("w1") == pl.col("w2")
-    decided = items.filter(~identical & ~tie)
-    dropped = {
-        "identical_responses": int(items.select(identical.sum()).item()),
-        "tie": int(items.filter(~identical).select(tie.sum()).item()),
-    }
-    first_wins = pl.col("w1") > pl.col("w2")
-    rows = decided.select(
-        "prompt_hash",
-        "prompt",
-        chosen=pl.when(first_wins).then(pl.col("r1")).otherwise(pl.col("r2")),
-        rejected=pl.when(first_wins).then(pl.col("r2")).otherwise(pl.col("r1")),
-        agreement=pl.max_horizontal("w1", "w2") / (pl.col("w1") + pl.col("w2") + pl.col("w_tie")),
-        n_annotators="n_annotators",
-        source_event_ids="source_event_ids",
-        pair_id="pair_id",
+# Votes are tallied on keys alone; the texts (prompt, responses) are fetched once per item
+# afterwards from a representative event (they are equal across an item's events, whose key
+# hashes them), which keeps long strings out of the aggregation's hash table: half the time
+# and far less memory than carrying them through the group-by.
+_PAIR_VOTE = "CASE WHEN choice = 'tie' THEN 0 WHEN (choice = 'a') = (response_a <= response_b) THEN 1 ELSE 2 END"
+
+
+def aggregate_pairs(con, window: Window, *, reliability: bool = False, default_weight: int = 1, min_agreement: float = 0.0) -> None:
+    """``_prep_pair_votes`` (one row per pair_id) and ``_prep_pairs`` (its decision and drop reason)."""
+    events, params = _current("pairwise_current", _PAIR_VOTE, window.params(), reliability, default_weight)
+    # r1 / r2 are the pair's responses in a fixed order (vote 1 is for r1), so annotators shown
+    # (a, b) and (b, a) count alike.
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _prep_pair_votes AS
+        WITH g AS (
+            SELECT pair_id, count(*) AS n_annotators,
+                   count(*) FILTER (WHERE vote = 1) AS v1, count(*) FILTER (WHERE vote = 2) AS v2,
+                   coalesce(sum(w) FILTER (WHERE vote = 1), 0) AS s1, coalesce(sum(w) FILTER (WHERE vote = 2), 0) AS s2,
+                   coalesce(sum(w) FILTER (WHERE vote = 0), 0) AS st,
+                   list_sort(list(event_id)) AS source_event_ids, min(event_id) AS representative
+            FROM {events.format(key="pair_id")} GROUP BY pair_id)
+        SELECT g.* EXCLUDE (representative), p.prompt::VARCHAR AS prompt,
+               least(p.response_a, p.response_b) AS r1, greatest(p.response_a, p.response_b) AS r2
+        FROM g JOIN pairwise p ON p.event_id = g.representative""",
+        params,
     )
-    return rows, dropped
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW _prep_pairs AS
+        WITH d AS (
+            SELECT *, s1 >= s2 AS first_wins,
+                   (CASE WHEN s1 >= s2 THEN v1 ELSE v2 END) / n_annotators AS agreement,
+                   CASE WHEN s1 + s2 + st > 0 THEN (CASE WHEN s1 >= s2 THEN s1 ELSE s2 END) / (s1 + s2 + st) END AS weight
+            FROM _prep_pair_votes)
+        SELECT pair_id, prompt,
+               CASE WHEN first_wins THEN r1 ELSE r2 END AS chosen,
+               CASE WHEN first_wins THEN r2 ELSE r1 END AS rejected,
+               weight::DOUBLE AS weight, agreement::DOUBLE AS agreement, n_annotators, source_event_ids,
+               CASE WHEN r1 = r2 THEN 'identical_responses'
+                    WHEN v1 + v2 = 0 THEN 'only_ties'
+                    WHEN s1 + s2 = 0 THEN 'no_reliable_votes'
+                    WHEN s1 = s2 THEN 'tie'
+                    WHEN agreement < {float(min_agreement)!r} THEN 'low_agreement' END AS drop_reason
+        FROM d"""
+    )
+
+
+def aggregate_thumbs(con, window: Window, *, reliability: bool = False, default_weight: int = 1, min_agreement: float = 0.0) -> None:
+    """``_prep_thumb_votes`` (one row per item_id) and ``_prep_thumbs`` (label, drop reason)."""
+    events, params = _current("thumbs_current", "rating = 'up'", window.params(), reliability, default_weight)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _prep_thumb_votes AS
+        WITH g AS (
+            SELECT item_id, count(*) AS n_annotators,
+                   count(*) FILTER (WHERE vote) AS vu, count(*) FILTER (WHERE NOT vote) AS vd,
+                   coalesce(sum(w) FILTER (WHERE vote), 0) AS su, coalesce(sum(w) FILTER (WHERE NOT vote), 0) AS sd,
+                   list_sort(list(event_id)) AS source_event_ids, min(event_id) AS representative
+            FROM {events.format(key="item_id")} GROUP BY item_id)
+        SELECT g.* EXCLUDE (representative), t.prompt::VARCHAR AS prompt, t.response AS completion
+        FROM g JOIN thumbs t ON t.event_id = g.representative""",
+        params,
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW _prep_thumbs AS
+        WITH d AS (
+            SELECT *, su > sd AS label,
+                   (CASE WHEN su > sd THEN vu ELSE vd END) / n_annotators AS agreement,
+                   CASE WHEN su + sd > 0 THEN greatest(su, sd) / (su + sd) END AS weight
+            FROM _prep_thumb_votes)
+        SELECT item_id, prompt, completion, label, weight::DOUBLE AS weight, agreement::DOUBLE AS agreement,
+               n_annotators, source_event_ids, vu, vd, su, sd,
+               CASE WHEN su + sd = 0 THEN 'no_reliable_votes'
+                    WHEN su = sd THEN 'tie'
+                    WHEN agreement < {float(min_agreement)!r} THEN 'low_agreement' END AS drop_reason
+        FROM d"""
+    )
+
+
+def drop_counts(con, table: str, reasons: tuple[str, ...], prefix: str) -> dict[str, int]:
+    """``{prefix_reason: count}`` for every reason (zeros included, so manifests compare key for key)."""
+    found = dict(con.execute(f"SELECT drop_reason, count(*) FROM {table} WHERE drop_reason IS NOT NULL GROUP BY 1").fetchall())
+    return {f"{prefix}_{reason}": int(found.get(reason, 0)) for reason in reasons}
+
+
+def drop_temp(con, keep: tuple[str, ...] = ()) -> None:
+    """Remove every ``_prep_*`` temp view and table this package made on ``con`` (but ``keep``)."""
+    like = "LIKE '\\_prep\\_%' ESCAPE '\\'"
+    for (name,) in con.execute(f"SELECT view_name FROM duckdb_views() WHERE temporary AND view_name {like}").fetchall():
+        if name not in keep:
+            con.execute(f"DROP VIEW IF EXISTS temp.{name}")
+    for (name,) in con.execute(f"SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name {like}").fetchall():
+        if name not in keep:
+            con.execute(f"DROP TABLE IF EXISTS temp.{name}")

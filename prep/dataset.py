@@ -1,82 +1,110 @@
-"""Rows -> Arrow tables in TRL's columns -> a DatasetDict on disk (or parquet / jsonl).
+"""``_prep_export`` -> declared Arrow schemas -> a DatasetDict on disk (or parquet / jsonl), and the content hash.
 
-Plain exports keep string prompts and completions. If any prompt is a chat message list,
-the export is conversational (TRL's format): every prompt becomes a message list (a plain
-one becomes a single user message) and each completion a one-message assistant list.
-One Arrow type per column is why an export cannot mix the two.
+Rows stream from DuckDB in Arrow record batches straight to files, so memory stays flat in
+the number of rows; the Hugging Face format is built from a memory-mapped Arrow file with
+``datasets`` itself (``save_to_disk``), not by hand.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
-import orjson
-import polars as pl
 import pyarrow as pa
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-TEXT_COLUMNS = {"kto": ["completion"], "dpo": ["chosen", "rejected"]}
-EXTRA_COLUMNS = [
-    ("agreement", pa.float64()),
-    ("n_annotators", pa.int32()),
-    ("source_event_ids", pa.list_(pa.string())),
-]
+BATCH_ROWS = 65_536
 
 
-def is_conversational(rows: pl.DataFrame) -> bool:
-    return bool(rows.select(pl.col("prompt").str.starts_with("[").any()).item())
+def schema(family: str, conversational: bool) -> pa.Schema:
+    """The export's columns and types: TRL's columns first, then the documented extras."""
+    text = MESSAGES if conversational else pa.string()
+    head = [("prompt", text), ("completion", text), ("label", pa.bool_())] if family == "kto" else [
+        ("prompt", text), ("chosen", text), ("rejected", text)
+    ]
+    extras = [("weight", pa.float64()), ("agreement", pa.float64()), ("n_annotators", pa.int64()), ("source_event_ids", pa.list_(pa.string()))]
+    if family != "kto":
+        extras.append(("pair_id", pa.string()))
+    return pa.schema(head + extras)
 
 
-def to_arrow(rows: pl.DataFrame, family: str, conversational: bool) -> pa.Table:
-    """The split's rows as an Arrow table with exactly the export's columns and types."""
-    prompts = [orjson.loads(p) for p in rows["prompt"].to_list()]
-    if conversational:
-        prompt = pa.array([p if isinstance(p, list) else [{"role": "user", "content": p}] for p in prompts], MESSAGES)
-    else:
-        prompt = pa.array(prompts, pa.string())
-    columns: dict[str, pa.Array] = {"prompt": prompt}
-    for name in TEXT_COLUMNS[family]:
-        texts = rows[name].to_list()
-        columns[name] = pa.array([[{"role": "assistant", "content": t}] for t in texts], MESSAGES) if conversational else pa.array(texts, pa.string())
-    if family == "kto":
-        columns["label"] = pa.array(rows["label"].to_list(), pa.bool_())
-    for name, arrow_type in EXTRA_COLUMNS:
-        columns[name] = pa.array(rows[name].to_list(), arrow_type)
-    key = "item_id" if family == "kto" else "pair_id"
-    columns[key] = pa.array(rows[key].to_list(), pa.string())
-    return pa.table(columns)
+def _select(target: pa.Schema, split: str) -> str:
+    columns = ", ".join(f'"{name}"' for name in target.names)
+    return f"SELECT {columns} FROM _prep_export WHERE split = '{split}' ORDER BY row_order"
 
 
-def content_hash(tables: dict[str, pa.Table], settings: dict) -> str:
-    """sha256 over the settings and every row, canonical JSON, split by split."""
-    digest = hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS))
-    for split in sorted(tables):
-        digest.update(f"\n[{split}]\n".encode())
-        for batch in tables[split].to_batches(max_chunksize=50_000):
-            for row in batch.to_pylist():
-                digest.update(orjson.dumps(row, option=orjson.OPT_SORT_KEYS) + b"\n")
-    return "sha256:" + digest.hexdigest()
+def split_digests(con, target: pa.Schema) -> dict[str, str]:
+    """Per split: sha256 over the sorted md5s of its rows as canonical JSON (DuckDB's ``to_json``
+    of the row, columns in export order), so the digest does not depend on row order or file
+    format. md5 per row (half the cost of sha256 here) guards against accidents, not forgery;
+    the digest over them is sha256."""
+    row = "struct_pack(" + ", ".join(f'"{n}" := "{n}"' for n in target.names) + ")"
+    found = dict(
+        con.execute(
+            f"""SELECT split, sha256(string_agg(h, chr(10) ORDER BY h))
+                FROM (SELECT split, md5(to_json({row})) AS h FROM _prep_export) GROUP BY split"""
+        ).fetchall()
+    )
+    return {split: found.get(split, hashlib.sha256(b"").hexdigest()) for split in ("train", "test")}
 
 
-def write_tables(tables: dict[str, pa.Table], directory: Path, fmt: str, fingerprint: str) -> None:
-    """Write the splits into ``directory`` (which exists and is empty)."""
-    if fmt == "hf":
-        from datasets import Dataset, DatasetDict
-        from datasets.table import InMemoryTable
+def content_hash(kind: str, prompt_format: str, settings: dict, digests: dict[str, str], rows: dict[str, int]) -> str:
+    """sha256 of the settings and the splits' row digests (canonical JSON). Nothing time-varying."""
+    body = {
+        "kind": kind,
+        "prompt_format": prompt_format,
+        "settings": settings,
+        "splits": {s: {"rows": rows[s], "sha256": digests[s]} for s in sorted(digests)},
+    }
+    return "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
-        # A fixed fingerprint (from the content hash) keeps state.json identical across runs.
-        splits = {name: Dataset(InMemoryTable(t), fingerprint=f"{fingerprint}-{name}") for name, t in tables.items()}
-        DatasetDict(splits).save_to_disk(str(directory))
-    elif fmt == "parquet":
+
+def write_splits(con, target: pa.Schema, directory: Path, fmt: str, fingerprint: str, scratch: Path) -> dict[str, str]:
+    """Write train and test into ``directory``; return ``{split: relative file or folder}``.
+
+    ``scratch`` holds intermediate Arrow files (removed by the caller).
+    """
+    if fmt == "jsonl":
+        files = {}
+        for split in ("train", "test"):
+            path = directory / f"{split}.jsonl"
+            quoted = str(path).replace("'", "''")
+            con.execute(f"COPY ({_select(target, split)}) TO '{quoted}' (FORMAT json)")
+            files[split] = path.name
+        return files
+    if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        for name, table in tables.items():
-            pq.write_table(table, directory / f"{name}.parquet")
-    elif fmt == "jsonl":
-        for name, table in tables.items():
-            with open(directory / f"{name}.jsonl", "wb") as f:
-                for batch in table.to_batches(max_chunksize=50_000):
-                    f.writelines(orjson.dumps(row) + b"\n" for row in batch.to_pylist())
-    else:
-        raise ValueError(f"unknown format {fmt!r}")
+        files = {}
+        for split in ("train", "test"):
+            path = directory / f"{split}.parquet"
+            with pq.ParquetWriter(path, target) as writer:
+                for batch in con.sql(_select(target, split)).to_arrow_reader(BATCH_ROWS):
+                    writer.write_batch(batch.cast(target))
+            files[split] = path.name
+        return files
+    return _write_hf(con, target, directory, fingerprint, scratch)
+
+
+def _write_hf(con, target: pa.Schema, directory: Path, fingerprint: str, scratch: Path) -> dict[str, str]:
+    import datasets
+    from datasets.table import MemoryMappedTable
+
+    splits = {}
+    for split in ("train", "test"):
+        # Arrow IPC stream, the format datasets itself keeps on disk; memory-mapped back below.
+        path = scratch / f"{split}.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, target) as writer:
+            for batch in con.sql(_select(target, split)).to_arrow_reader(BATCH_ROWS):
+                writer.write_batch(batch.cast(target))
+        # A fixed fingerprint (from the content) keeps state.json identical across runs.
+        splits[split] = datasets.Dataset(MemoryMappedTable.from_file(str(path)), fingerprint=f"{fingerprint}-{split}")
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        datasets.DatasetDict(splits).save_to_disk(str(directory))
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    return {"train": "train", "test": "test"}

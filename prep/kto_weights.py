@@ -2,7 +2,14 @@
 
 TRL's KTOTrainer wants ``desirable_weight * D / (undesirable_weight * U)`` in [1, 4/3]
 for D desirable and U undesirable examples. One weight stays 1.0; the other is set so the
-weighted ratio lands on the nearest edge of that band (unchanged when already inside).
+weighted ratio lands on the nearest edge of that band (unchanged when already inside):
+
+    D / U < 1        desirable_weight   = ceil4(U / D),              undesirable_weight = 1.0
+    D / U > 4/3      undesirable_weight = ceil4((D / U) / (4 / 3)),  desirable_weight   = 1.0
+    otherwise        both 1.0
+
+``ceil4`` rounds up to 4 decimals, which keeps the rounded ratio inside the band. With no
+example of one class there is nothing to balance: both weights stay 1.0.
 """
 
 from __future__ import annotations

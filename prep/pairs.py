@@ -1,71 +1,115 @@
-"""Pairs from thumbs, pairs as unpaired KTO rows, and length balancing."""
+"""The rows of an export, from the aggregated items: pairs for DPO / IPO, unpaired rows for KTO.
+
+Every function defines the temp view ``_prep_rows`` (or redefines it) on the caller's
+connection, in SQL:
+
+* :func:`dpo_rows`: decided pairs, optionally with pairs built from thumbs (an up-rated and a
+  down-rated response to the same prompt, which TRL cannot do), then optional length balancing.
+* :func:`kto_rows`: decided thumbs (ties dropped or kept as both labels), optionally with each
+  decided pair as a desirable (chosen) and an undesirable (rejected) row.
+
+``_prep_rows`` columns: ``row_key`` (stable id of the row, for ordering and sampling),
+``prompt`` (the stored prompt JSON text), the TRL text columns, ``label`` (KTO), ``weight``,
+``agreement``, ``n_annotators``, ``source_event_ids`` and ``pair_id`` (DPO).
+"""
 
 from __future__ import annotations
 
-import polars as pl
+from prefstream.prep.aggregate import drop_counts
 
-from prefstream.prep.splits import stable_rank
+# A pair made from thumbs gets the sink's pair_id formula (prompt + the unordered pair), so
+# it is recognised when the same two responses were also compared head to head.
+_PAIR_ID = "md5(prompt || chr(31) || least(chosen, rejected) || chr(31) || greatest(chosen, rejected))"
 
-PAIR_COLUMNS = ["prompt_hash", "prompt", "chosen", "rejected", "agreement", "n_annotators", "source_event_ids", "pair_id"]
-KTO_COLUMNS = ["prompt_hash", "prompt", "completion", "label", "agreement", "n_annotators", "source_event_ids", "item_id"]
+
+_PAIR_COLUMNS = "row_key, prompt, chosen, rejected, weight, agreement, n_annotators, source_event_ids, pair_id"
 
 
-def pairs_from_thumbs(kto_rows: pl.DataFrame, max_per_prompt: int, seed: int) -> pl.DataFrame:
-    """Pair an up-rated and a down-rated response to the same prompt (which TRL cannot do).
-
-    Every (good, bad) combination of one prompt is a candidate; at most ``max_per_prompt``
-    are kept, chosen by a seeded hash so the selection is deterministic. The pair's
-    agreement is the lower of its two items' agreements.
-    """
-    good = kto_rows.filter(pl.col("label")).select("prompt_hash", "prompt", "item_id", "completion", "agreement", "n_annotators", "source_event_ids")
-    bad = kto_rows.filter(~pl.col("label")).select("prompt_hash", "item_id", "completion", "agreement", "n_annotators", "source_event_ids")
-    joined = good.join(bad, on="prompt_hash", suffix="_bad")
-    pairs = joined.select(
-        "prompt_hash",
-        "prompt",
-        chosen=pl.col("completion"),
-        rejected=pl.col("completion_bad"),
-        agreement=pl.min_horizontal("agreement", "agreement_bad"),
-        n_annotators=pl.col("n_annotators") + pl.col("n_annotators_bad"),
-        source_event_ids=pl.concat_list("source_event_ids", "source_event_ids_bad").list.sort(),
-        pair_id=pl.concat_str("item_id", "item_id_bad", separator="+"),
+def dpo_rows(con, *, include_thumbs: bool, max_pairs_per_prompt: int, seed: int) -> dict[str, int]:
+    """``_prep_rows`` for DPO / IPO; returns drop counts of the thumbs pairing (if used)."""
+    decided = f"SELECT pair_id AS {_PAIR_COLUMNS} FROM _prep_pairs WHERE drop_reason IS NULL"
+    if not include_thumbs:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _prep_rows AS {decided}")
+        return {}
+    # Within a prompt, the k-th up-rated item (in a seeded hash order) pairs with the k-th
+    # down-rated one: every response is used at most once (one popular response cannot
+    # dominate the set) and the work stays linear, unlike all up x down combinations.
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _prep_thumb_pairs AS
+        WITH ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY prompt, label ORDER BY md5(? || ':' || item_id)) AS rk
+            FROM _prep_thumbs WHERE drop_reason IS NULL),
+        matched AS (
+            SELECT u.prompt, u.completion AS chosen, d.completion AS rejected,
+                   u.weight * d.weight AS weight, least(u.agreement, d.agreement) AS agreement,
+                   u.n_annotators + d.n_annotators AS n_annotators,
+                   list_sort(list_concat(u.source_event_ids, d.source_event_ids)) AS source_event_ids
+            FROM ranked u JOIN ranked d ON u.prompt = d.prompt AND u.rk = d.rk
+            WHERE u.label AND NOT d.label AND u.rk <= ?)
+        SELECT *, {_PAIR_ID} AS pair_id, {_PAIR_ID} IN (SELECT pair_id FROM _prep_pair_votes) AS compared FROM matched""",
+        [str(seed), max_pairs_per_prompt],
     )
-    pairs = pairs.with_columns(rank=stable_rank(pl.col("pair_id"), seed)).sort("prompt_hash", "rank")
-    return pairs.filter(pl.int_range(pl.len()).over("prompt_hash") < max_per_prompt).drop("rank").select(PAIR_COLUMNS)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW _prep_rows AS {decided}
+        UNION ALL SELECT pair_id AS {_PAIR_COLUMNS} FROM _prep_thumb_pairs WHERE NOT compared"""
+    )
+    items = con.execute("SELECT count(*) FROM _prep_thumbs WHERE drop_reason IS NULL").fetchall()[0][0]
+    paired, compared = con.execute("SELECT count(*), count(*) FILTER (WHERE compared) FROM _prep_thumb_pairs").fetchall()[0]
+    return {
+        **drop_counts(con, "_prep_thumbs", ("no_reliable_votes", "tie", "low_agreement"), "thumbs"),
+        "thumbs_unpaired": int(items - 2 * paired),
+        "thumbs_already_compared": int(compared),
+    }
 
 
-def pairs_to_kto(pairs: pl.DataFrame) -> pl.DataFrame:
-    """Each decided pair as two unpaired rows: chosen -> True, rejected -> False."""
-    common = ["prompt_hash", "prompt", "agreement", "n_annotators", "source_event_ids"]
-    chosen = pairs.select(*common, completion=pl.col("chosen"), label=pl.lit(True), item_id=pl.col("pair_id") + ":chosen")
-    rejected = pairs.select(*common, completion=pl.col("rejected"), label=pl.lit(False), item_id=pl.col("pair_id") + ":rejected")
-    return pl.concat([chosen, rejected]).select(KTO_COLUMNS)
+def kto_rows(con, *, ties: str, include_pairwise: bool) -> None:
+    """``_prep_rows`` for KTO (a view: the rows are materialised once, with their split)."""
+    parts = ["SELECT item_id AS row_key, prompt, completion, label, weight, agreement, n_annotators, source_event_ids FROM _prep_thumbs WHERE drop_reason IS NULL"]
+    if ties == "keep":
+        # A split vote says "it depends": keep both readings, each at its share of the votes.
+        parts += [
+            """SELECT item_id || ':up', prompt, completion, true, su / (su + sd), vu / n_annotators, n_annotators, source_event_ids
+               FROM _prep_thumbs WHERE drop_reason = 'tie'""",
+            """SELECT item_id || ':down', prompt, completion, false, sd / (su + sd), vd / n_annotators, n_annotators, source_event_ids
+               FROM _prep_thumbs WHERE drop_reason = 'tie'""",
+        ]
+    if include_pairwise:
+        parts += [
+            """SELECT pair_id || ':chosen', prompt, chosen, true, weight, agreement, n_annotators, source_event_ids
+               FROM _prep_pairs WHERE drop_reason IS NULL""",
+            """SELECT pair_id || ':rejected', prompt, rejected, false, weight, agreement, n_annotators, source_event_ids
+               FROM _prep_pairs WHERE drop_reason IS NULL""",
+        ]
+    con.execute("CREATE OR REPLACE TEMP VIEW _prep_rows AS " + " UNION ALL ".join(parts))
 
 
-def _length_difference() -> pl.Expr:
-    # len_chars is unsigned: cast before subtracting, or shorter-minus-longer wraps around.
-    return pl.col("chosen").str.len_chars().cast(pl.Int64) - pl.col("rejected").str.len_chars().cast(pl.Int64)
+def length_stats(con) -> dict:
+    """How often the chosen response is the longer one (characters), among pairs of unequal length."""
+    longer, shorter, equal = con.execute(
+        """SELECT count(*) FILTER (WHERE length(chosen) > length(rejected)),
+                  count(*) FILTER (WHERE length(chosen) < length(rejected)),
+                  count(*) FILTER (WHERE length(chosen) = length(rejected))
+           FROM _prep_rows"""
+    ).fetchall()[0]
+    unequal = longer + shorter
+    return {"longer_wins": longer / unequal if unequal else None, "longer": longer, "shorter": shorter, "equal_length": equal}
 
 
-def longer_wins_share(pairs: pl.DataFrame) -> float | None:
-    """Share of pairs of unequal length where the chosen response is the longer."""
-    diff = pairs.select(_length_difference()).to_series()
-    unequal = int((diff != 0).sum())
-    return int((diff > 0).sum()) / unequal if unequal else None
+def balance_length(con, seed: int) -> int:
+    """Drop pairs from the over-represented side so "the longer response won" in exactly half the unequal pairs.
 
-
-def balance_length(pairs: pl.DataFrame, seed: int) -> tuple[pl.DataFrame, int]:
-    """Drop pairs from the over-represented side so "longer wins" is as close to 50% as counts allow.
-
-    DPO learns whatever separates chosen from rejected; if that is length, it learns to
-    ramble. Which pairs go is decided by a seeded hash of ``pair_id`` (deterministic).
+    DPO learns whatever separates chosen from rejected; when that is length, the model learns
+    to ramble, so the majority side is cut to the minority's size. Which pairs go is a seeded
+    hash of their key: deterministic, and unrelated to content. Returns how many were dropped.
     """
-    diff = _length_difference()
-    marked = pairs.with_columns(side=pl.when(diff > 0).then(1).when(diff < 0).then(-1).otherwise(0))
-    longer, shorter = int((marked["side"] == 1).sum()), int((marked["side"] == -1).sum())
-    excess, side = (longer - shorter, 1) if longer > shorter else (shorter - longer, -1)
-    if excess == 0:
-        return pairs, 0
-    ranked = marked.with_columns(rank=stable_rank(pl.col("pair_id"), seed))
-    drop = ranked.filter(pl.col("side") == side).sort("rank").head(excess).select("pair_id")
-    return pairs.join(drop, on="pair_id", how="anti", maintain_order="left"), excess
+    before = con.execute("SELECT count(*) FROM _prep_rows").fetchall()[0][0]
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _prep_balanced AS
+        WITH s AS (SELECT *, sign(length(chosen) - length(rejected)) AS side FROM _prep_rows),
+        c AS (SELECT least(count(*) FILTER (WHERE side = 1), count(*) FILTER (WHERE side = -1)) AS keep FROM s),
+        r AS (SELECT *, row_number() OVER (PARTITION BY side ORDER BY md5(? || ':' || row_key)) AS rk FROM s)
+        SELECT r.* EXCLUDE (side, rk) FROM r, c WHERE side = 0 OR rk <= c.keep""",
+        [str(seed)],
+    )
+    con.execute("CREATE OR REPLACE TEMP VIEW _prep_rows AS SELECT * FROM _prep_balanced")
+    return int(before - con.execute("SELECT count(*) FROM _prep_rows").fetchall()[0][0])
