@@ -62,8 +62,16 @@ def child(args) -> None:
         out = baseline(args.bootstrap, args.topic, args.total)
     else:
         out = prefstream_ingest(args.bootstrap, args.topic, args.total, args.db)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(out))
+
+
+def peak_rss_mb() -> float:
+    # VmHWM, not ru_maxrss: a child's ru_maxrss can carry its parent's size over the exec.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(role: str, bootstrap: str, topic: str, total: int, db: str = "") -> dict:
