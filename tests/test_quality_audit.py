@@ -13,7 +13,7 @@ import pytest
 from prefstream.ingest.backfill import ingest_files
 from prefstream.ingest.simulator import PLANTED_ANNOTATORS, SimConfig, simulate
 from prefstream.quality import audit, latest_report, load_report
-from prefstream.store import open_store
+from prefstream.store import LATEST_VERSION, open_store
 
 ALL_PLANTS = frozenset({"position", "random", "flipped", "length", "imbalance"})
 DATASET_FLAGS = ("length_bias", "position_bias", "label_imbalance", "drift", "duplicates", "contradictions")
@@ -247,7 +247,7 @@ def test_an_older_store_gains_the_reports_table_on_open(tmp_path):
     open_store(path, migrate_to=2).close()
     con = open_store(path)
     try:
-        assert con.execute("SELECT max(version) FROM schema_migrations").fetchall() == [(3,)]
+        assert con.execute("SELECT max(version) FROM schema_migrations").fetchall() == [(LATEST_VERSION,)]
         assert latest_report(con) is None
     finally:
         con.close()
