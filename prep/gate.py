@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from prefstream.errors import GateFailed, PrefstreamError
-from prefstream.prep.settings import ExportSettings, Output, parse_time
+from prefstream.prep.settings import ExportSettings, Output
+from prefstream.times import parse_time
 
 
 def run_gate(con, settings: ExportSettings, output: Output, progress=lambda message: None) -> tuple[dict, dict | None]:

@@ -7,26 +7,15 @@ in ``Output`` is (the same rows written as parquet or to another folder hash the
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from prefstream.errors import PrefstreamError
+from prefstream.times import parse_time
 
 KINDS = ("dpo", "ipo", "kto")
 FORMATS = ("hf", "parquet", "jsonl")
-
-
-def parse_time(value: datetime | str | None, name: str) -> datetime | None:
-    """An aware datetime from an RFC 3339 string or a datetime (naive means UTC, as in ``prefstream audit``)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            raise PrefstreamError(f"--{name} {value!r} is not an RFC 3339 time, e.g. 2026-11-01T00:00:00Z") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)

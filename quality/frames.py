@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 import duckdb
 import polars as pl
 
-from prefstream.errors import PrefstreamError
 
 THUMBS_LABELS = ("up", "down")
 PAIRWISE_LABELS = ("r1", "r2", "tie")
@@ -45,18 +44,6 @@ WHERE ts >= ? AND ts < ?
 # Wide enough for any real timestamp, and the store's TIMESTAMPTZ takes them as parameters.
 _EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
 _LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
-
-
-def parse_time(value: datetime | str | None, name: str = "time") -> datetime | None:
-    """An aware datetime from a datetime or an RFC 3339 string (naive means UTC); None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            raise PrefstreamError(f"--{name} {value!r} is not an RFC 3339 timestamp (e.g. 2026-11-01T00:00:00Z)") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def load_thumbs(con: duckdb.DuckDBPyConnection, since: datetime | None = None, until: datetime | None = None) -> pl.DataFrame:

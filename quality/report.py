@@ -18,7 +18,8 @@ from prefstream import __version__
 from prefstream.errors import PrefstreamError
 from prefstream.quality import bias, reliability
 from prefstream.quality.agreement import AgreementWarning, bootstrap_ci, cohen_kappa, fleiss_kappa, krippendorff_alpha
-from prefstream.quality.frames import PAIRWISE_LABELS, THUMBS_LABELS, labels, load_pairwise, load_repeats, load_thumbs, parse_time
+from prefstream.quality.frames import PAIRWISE_LABELS, THUMBS_LABELS, labels, load_pairwise, load_repeats, load_thumbs
+from prefstream.times import parse_time
 from prefstream.quality.gate import evaluate
 from prefstream.quality.reports import save_report
 from prefstream.quality.settings import Settings

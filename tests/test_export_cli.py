@@ -55,7 +55,7 @@ def test_bad_input_is_a_one_line_error_and_nothing_is_half_written(plain_db, tmp
         (["--out", tmp_path / "exists" / "file.txt" / "x"], "is not a folder"),
         (["--out", tmp_path / "x", "--since", "2030-01-01T00:00:00Z"], "no rows to export"),
         (["--out", tmp_path / "x", "--eval-fraction", "0.0000001"], "split would be empty"),
-        (["--out", tmp_path / "x", "--since", "yesterday"], "not an RFC 3339 time"),
+        (["--out", tmp_path / "x", "--since", "yesterday"], "not an RFC 3339 timestamp"),
         (["--out", tmp_path / "x", "--since", "2026-11-05T00:00:00Z", "--until", "2026-11-02T00:00:00Z"], "is not before"),
         (["--out", tmp_path / "x", "--eval-fraction", "1.5"], "--eval-fraction"),
         (["--out", tmp_path / "x", "--ties", "keep"], "--ties keep does not apply to dpo"),
