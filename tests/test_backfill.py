@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import orjson
 from click.testing import CliRunner
 
 from prefstream.cli import main
 from prefstream.ingest.simulator import SimConfig, simulate
 from prefstream.store import open_store
-
-
-def write_jsonl(path, messages):
-    with open(path, "wb") as f:
-        for m in messages:
-            f.write((m if isinstance(m, bytes) else orjson.dumps(m)) + b"\n")
+from prefstream.tests.store_helpers import write_jsonl
 
 
 def test_ingest_file_twice_lands_everything_once(tmp_path, db_path):

@@ -6,40 +6,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import datasets
-import orjson
 import pytest
-from click.testing import CliRunner
 
-from prefstream.cli import main
-from prefstream.ingest.backfill import ingest_files
 from prefstream.ingest.simulator import SimConfig, simulate
 from prefstream.store import open_store
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def export(db, kind, out, *extra):
-    result = run("export", kind, "--db", db, "--out", out, *extra)
-    manifest = json.loads((Path(out) / "manifest.json").read_text()) if result.exit_code == 0 else None
-    return result, manifest
+from prefstream.tests.store_helpers import export, land, run
 
 
 @pytest.fixture(scope="module")
 def plain_db(tmp_path_factory):
     """A store landed from simulated plain-prompt events through ingest_files (`prefstream ingest-file`)."""
-    folder = tmp_path_factory.mktemp("plain")
-    events = folder / "events.jsonl"
-    events.write_bytes(b"".join(orjson.dumps(m) + b"\n" for m in simulate(SimConfig(n=2000, seed=21, chat_share=0.0))))
-    db = folder / "feedback.duckdb"
-    con = open_store(db)
-    ingest_files(con, [events])
-    con.close()
-    return db
+    return land(tmp_path_factory.mktemp("plain"), simulate(SimConfig(n=2000, seed=21, chat_share=0.0)))
 
 
 def test_bad_input_is_a_one_line_error_and_nothing_is_half_written(plain_db, tmp_path):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 import pytest
 
-from prefstream.ingest.backfill import ingest_files
 from prefstream.prep import aggregate, pairs, recommended_weights
 from prefstream.store import open_store
+from prefstream.tests.store_helpers import land
 
 
 def event(event_id, kind, annotator, ts="2026-11-01T10:00:00Z", prompt="How?", **fields):
@@ -17,16 +16,8 @@ def event(event_id, kind, annotator, ts="2026-11-01T10:00:00Z", prompt="How?", *
 
 
 def landed(folder: Path, messages) -> Path:
-    """A store with ``messages`` landed from a JSONL file, as `prefstream ingest-file` does."""
-    folder.mkdir(parents=True, exist_ok=True)
-    events = folder / "events.jsonl"
-    events.write_bytes(b"".join(orjson.dumps(m) + b"\n" for m in messages))
-    db = folder / "feedback.duckdb"
-    con = open_store(db)
-    counts = ingest_files(con, [events])
-    con.close()
-    assert counts.dead_letters == 0 and counts.landed == len(messages)
-    return db
+    """A store with ``messages`` landed from a JSONL file, every one of them valid."""
+    return land(folder, messages, expect_all_valid=True)
 
 
 X, Y = "Answer X", "Answer Y"

@@ -4,17 +4,13 @@ TRL's columns and types, splits by prompt, determinism, formats, lineage, the ga
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import datasets
-import orjson
 import pytest
-from click.testing import CliRunner
 
-from prefstream.cli import main
-from prefstream.ingest.backfill import ingest_files
 from prefstream.ingest.simulator import SimConfig, simulate
 from prefstream.store import open_store
+from prefstream.tests.store_helpers import export, land
 
 MESSAGES = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
 EXTRAS = {
@@ -23,30 +19,6 @@ EXTRAS = {
     "n_annotators": datasets.Value("int64"),
     "source_event_ids": datasets.List(datasets.Value("string")),
 }
-
-
-def land(folder: Path, messages) -> Path:
-    """Write ``messages`` as JSONL and land them with ingest_files, as `prefstream ingest-file` does."""
-    folder.mkdir(parents=True, exist_ok=True)
-    events = folder / "events.jsonl"
-    with events.open("ab") as f:
-        for m in messages:
-            f.write((m if isinstance(m, bytes) else orjson.dumps(m)) + b"\n")
-    db = folder / "feedback.duckdb"
-    con = open_store(db)
-    ingest_files(con, [events])
-    con.close()
-    return db
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def export(db, kind, out, *extra):
-    result = run("export", kind, "--db", db, "--out", out, *extra)
-    manifest = json.loads((Path(out) / "manifest.json").read_text()) if result.exit_code == 0 else None
-    return result, manifest
 
 
 def all_rows(path) -> list[dict]:

@@ -7,13 +7,12 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-import orjson
 import pytest
 
-from prefstream.ingest.backfill import ingest_files
 from prefstream.ingest.simulator import PLANTED_ANNOTATORS, SimConfig, simulate
 from prefstream.quality import audit, latest_report, load_report
 from prefstream.store import LATEST_VERSION, open_store
+from prefstream.tests.store_helpers import land
 
 ALL_PLANTS = frozenset({"position", "random", "flipped", "length", "imbalance"})
 DATASET_FLAGS = ("length_bias", "position_bias", "label_imbalance", "drift", "duplicates", "contradictions")
@@ -21,16 +20,7 @@ DATASET_FLAGS = ("length_bias", "position_bias", "label_imbalance", "drift", "du
 
 def simulated_db(folder: Path, n: int = 6000, seed: int = 1, plant=frozenset(), **overrides) -> Path:
     """Simulate ``n`` events, write them as JSONL and land them in a fresh store; the store's path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    events = folder / "events.jsonl"
-    with events.open("wb") as f:
-        for message in simulate(SimConfig(n=n, seed=seed, plant=frozenset(plant), **overrides)):
-            f.write((message if isinstance(message, bytes) else orjson.dumps(message)) + b"\n")
-    path = folder / "feedback.duckdb"
-    con = open_store(path)
-    ingest_files(con, [events])
-    con.close()
-    return path
+    return land(folder, simulate(SimConfig(n=n, seed=seed, plant=frozenset(plant), **overrides)))
 
 
 def audited(path: Path, **kwargs) -> dict:
