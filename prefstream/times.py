@@ -7,6 +7,16 @@ from datetime import datetime, timezone
 from prefstream.errors import PrefstreamError
 
 
+# Open ends of a --since / --until window, as concrete bounds DuckDB takes as TIMESTAMPTZ parameters.
+EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
+LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
+
+
+def window_bounds(since: datetime | None, until: datetime | None) -> list[datetime]:
+    """``[since, until]`` with open ends replaced by :data:`EARLIEST` / :data:`LATEST`."""
+    return [since or EARLIEST, until or LATEST]
+
+
 def parse_time(value: datetime | str | None, name: str = "time") -> datetime | None:
     """An aware datetime from a datetime or an RFC 3339 string (naive means UTC); None stays None."""
     if value is None:

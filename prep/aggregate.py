@@ -22,18 +22,17 @@ Python. Votes are TEMP tables on the caller's connection and decisions TEMP view
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import duckdb
 import pyarrow as pa
+
+from prefstream.times import window_bounds
 
 # Reliability weights become integer micro-units: integer sums are exact and independent of
 # the order DuckDB's parallel aggregation adds them in, so two runs give the same bits.
 WEIGHT_SCALE = 1_000_000
 
-# Wide enough for any real timestamp (the same bounds the quality stage uses).
-_EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
-_LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
 
 PAIR_REASONS = ("identical_responses", "only_ties", "no_reliable_votes", "tie", "low_agreement")
 THUMBS_REASONS = ("no_reliable_votes", "tie", "low_agreement")
@@ -47,7 +46,7 @@ class Window:
     until: datetime | None = None
 
     def params(self) -> list[datetime]:
-        return [self.since or _EARLIEST, self.until or _LATEST]
+        return window_bounds(self.since, self.until)
 
 
 def register_weights(con: duckdb.DuckDBPyConnection, reliability: dict[str, float] | None) -> int:

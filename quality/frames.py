@@ -12,10 +12,12 @@ set becomes null (and is counted by the report) instead of failing the audit.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 import duckdb
 import polars as pl
+
+from prefstream.times import window_bounds
 
 
 THUMBS_LABELS = ("up", "down")
@@ -41,19 +43,16 @@ FROM pairwise_current
 WHERE ts >= ? AND ts < ?
 """
 
-# Wide enough for any real timestamp, and the store's TIMESTAMPTZ takes them as parameters.
-_EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
-_LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
 
 
 def load_thumbs(con: duckdb.DuckDBPyConnection, since: datetime | None = None, until: datetime | None = None) -> pl.DataFrame:
     """Current thumbs in the window: one row per (annotator, item)."""
-    return con.sql(_THUMBS_SQL, params=[since or _EARLIEST, until or _LATEST]).pl()
+    return con.sql(_THUMBS_SQL, params=window_bounds(since, until)).pl()
 
 
 def load_pairwise(con: duckdb.DuckDBPyConnection, since: datetime | None = None, until: datetime | None = None) -> pl.DataFrame:
     """Current pairwise judgements in the window: one row per (annotator, pair)."""
-    return con.sql(_PAIRWISE_SQL, params=[since or _EARLIEST, until or _LATEST]).pl()
+    return con.sql(_PAIRWISE_SQL, params=window_bounds(since, until)).pl()
 
 
 def labels(frame: pl.DataFrame) -> pl.DataFrame:
@@ -81,7 +80,7 @@ def load_repeats(con: duckdb.DuckDBPyConnection, since: datetime | None = None, 
     """Per kind: raw ``events``, ``current`` annotations, ``content_duplicates`` (same annotator, item,
     label and ts under another event_id), ``retries`` (repeated event_ids the sink set aside) and
     ``contradictions`` ((annotator, item, ts) groups carrying different labels at the same instant)."""
-    window = [since or _EARLIEST, until or _LATEST]
+    window = window_bounds(since, until)
     out = {}
     for table, item, label in (("thumbs", "item_id", "rating"), ("pairwise", "pair_id", _PAIRWISE_CANONICAL)):
         sql = _REPEATS_SQL.format(table=table, item=item, label=label)
