@@ -37,6 +37,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 class LocalBroker:
     """A tansu broker on 127.0.0.1:``port``; a context manager that stops it on exit.
 
@@ -60,6 +69,9 @@ class LocalBroker:
         return [str(broker_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", self.storage]
 
     def start(self, timeout: float = 30.0) -> "LocalBroker":
+        # A readiness check would happily reach another process on a busy port: refuse it first.
+        if not port_is_free(self.port):
+            raise BrokerError(f"port {self.port} on {HOST} is already in use (another broker?); choose another with --port")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True

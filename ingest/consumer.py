@@ -1,17 +1,23 @@
-"""The Kafka consumer loop: poll a batch, land it in one DuckDB transaction, then commit.
+"""The Kafka consumer loop: poll a batch, land it in one store transaction, then commit.
 
 Exactly-once, in order (DESIGN.md):
 1. auto-commit is off; on partition assignment the consumer seeks to the next offset
-   stored in DuckDB's ``kafka_offsets`` (the store, not Kafka, is the source of truth);
-2. each polled batch - valid rows, dead letters, next offsets - is one DuckDB transaction
-   (:meth:`DuckDBSink.write`, which also drops anything below the stored offsets);
+   stored in the store's ``kafka_offsets`` (the store, not Kafka, is the source of truth),
+   or to the beginning of the log for a partition the store has never seen;
+2. each polled batch - valid rows, dead letters, next offsets - is one DuckLake transaction
+   (:meth:`StoreSink.write`, which also drops anything below the stored offsets);
 3. only then are the offsets committed to Kafka, so lag tools see progress. A failed
-   Kafka commit is harmless: the next assignment seeks from DuckDB again.
+   Kafka commit is harmless: the next assignment seeks from the store again.
 A kill at any instant either loses the uncommitted transaction (and the batch is read
-again) or keeps it (and the batch is skipped): nothing lost, nothing twice.
+again) or keeps it (and the batch is skipped). A zombie that lost its partitions may land
+a batch twice physically; the store's views show it once.
 
-The loop is deliberately serial: DuckDB's Python client (2.0) holds the GIL while a query
-runs, so writing on a worker thread measured no faster, only harder to reason about.
+A stored offset that Kafka no longer has (the topic was recreated, retention deleted it,
+or it lies beyond the high watermark) stops ingest with an error that names the partition
+and ``--reset-offsets``: never a silent skip or re-read.
+
+The loop is deliberately serial: DuckDB's Python client holds the GIL while a query runs,
+so writing on a worker thread measured no faster, only harder to reason about.
 """
 
 from __future__ import annotations
@@ -22,18 +28,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaConfigurationError, KafkaError
+from kafka.errors import KafkaConfigurationError, KafkaError, OffsetOutOfRangeError
 
 from prefstream.errors import BrokerError, PrefstreamError
-from prefstream.ingest.sink import DuckDBSink, LandCounts, RawBatch
+from prefstream.ingest.sink import LandCounts, RawBatch, StoreSink
 from prefstream.schemas import DEFAULT_MAX_BYTES
+from prefstream.store import Store
 
 log = logging.getLogger(__name__)
 
 # Settings prefstream owns: the landing protocol depends on them.
-MANAGED_OPTIONS = {"enable_auto_commit", "group_id", "bootstrap_servers", "value_deserializer", "key_deserializer"}
+MANAGED_OPTIONS = {
+    "enable_auto_commit", "group_id", "bootstrap_servers", "value_deserializer", "key_deserializer",
+    "auto_offset_reset", "allow_auto_create_topics",
+}
 # How long to wait for a first partition assignment beyond --until-idle before giving up.
 ASSIGNMENT_GRACE_S = 30.0
 
@@ -51,6 +60,7 @@ class IngestSettings:
     poll_timeout_ms: int = 500
     max_poll_records: int = 20000
     consumer_options: Mapping[str, Any] = field(default_factory=dict)
+    reset_offsets: str | None = None  # "earliest" | "latest": move this group's stored offsets first
 
     def __post_init__(self) -> None:
         managed = MANAGED_OPTIONS & set(self.consumer_options)
@@ -58,6 +68,12 @@ class IngestSettings:
             raise PrefstreamError(f"consumer option(s) {', '.join(sorted(managed))} are set by prefstream; use --bootstrap / --group instead")
         if not self.topics:
             raise PrefstreamError("no topic given; pass --topic at least once")
+        if self.reset_offsets not in (None, "earliest", "latest"):
+            raise PrefstreamError("--reset-offsets takes earliest or latest")
+
+
+class OffsetMissing(PrefstreamError):
+    """A stored offset that Kafka no longer has; resolved by --reset-offsets."""
 
 
 @dataclass
@@ -76,40 +92,61 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
         pass
 
     def on_partitions_assigned(self, assigned) -> None:
-        stored = self.ingestor.sink.stored_offsets(self.ingestor.settings.group_id)
+        ingestor = self.ingestor
+        consumer = ingestor.consumer
+        stored = ingestor.sink.stored_offsets(ingestor.settings.group_id)
+        fresh = [tp for tp in assigned if (tp.topic, tp.partition) not in stored]
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
             if offset is not None:
-                self.ingestor.consumer.seek(tp, offset)
-        self.ingestor.assigned_at = time.monotonic()
-        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned) or "nothing")
+                consumer.seek(tp, offset)
+                ingestor.seeked[tp] = offset
+        if fresh:
+            # The store, not Kafka's committed offsets, decides: a partition it has never
+            # seen is read from the start of the log.
+            consumer.seek_to_beginning(*fresh)
+            ingestor.notify(f"new to this store: {_names(fresh)}; reading from the beginning of the log")
+        # Checked from the poll loop: kafka-python runs this listener on its IO thread, where a
+        # blocking call such as beginning_offsets() raises (and fails the whole poll).
+        ingestor.unchecked_starts = {tp: stored[(tp.topic, tp.partition)] for tp in assigned if (tp.topic, tp.partition) in stored}
+        ingestor.assigned_at = time.monotonic()
+        log.info("assigned %s", _names(assigned) or "nothing")
 
 
 class KafkaIngestor:
-    """Consumes ``settings.topics`` into the store behind ``con`` until told to stop."""
+    """Consumes ``settings.topics`` into ``store`` until told to stop."""
 
     def __init__(
         self,
-        con: duckdb.DuckDBPyConnection,
+        store: Store,
         settings: IngestSettings,
         on_progress: Callable[[LandCounts, float], None] | None = None,
+        on_status: Callable[[str], None] | None = None,
     ):
         self.settings = settings
-        self.sink = DuckDBSink(con, max_bytes=settings.max_bytes)
+        self.sink = StoreSink(store, max_bytes=settings.max_bytes)
         self.on_progress = on_progress
+        self.on_status = on_status
         self.consumer: KafkaConsumer | None = None  # created in run(), never in the constructor
         self.assigned_at: float | None = None
+        self.seeked: dict[TopicPartition, int] = {}  # partitions placed at a stored offset, not yet checked
+        self.pending_error: PrefstreamError | None = None
+        self.unchecked_starts: dict[TopicPartition, int] = {}  # stored offsets to compare with the log's start
         self._stopping: str | None = None
 
     def stop(self, why: str = "stop requested") -> None:
         """Ask the loop to finish the current batch, commit and return (signal-safe)."""
         self._stopping = why
 
+    def notify(self, text: str) -> None:
+        log.info("%s", text)
+        if self.on_status:
+            self.on_status(text)
+
     def _connect(self) -> KafkaConsumer:
         options = {
-            "auto_offset_reset": "earliest",
             "max_poll_records": self.settings.max_poll_records,
-            # Larger fetches make larger batches: each batch pays a fixed cost (a DuckDB
+            # Larger fetches make larger batches: each batch pays a fixed cost (a store
             # commit, a Kafka commit), so fewer, bigger ones land more events per second.
             "max_partition_fetch_bytes": 8 * 1024 * 1024,
             **self.settings.consumer_options,
@@ -119,6 +156,10 @@ class KafkaIngestor:
                 bootstrap_servers=self.settings.bootstrap,
                 group_id=self.settings.group_id,
                 enable_auto_commit=False,
+                # Never guess a position: every partition is placed explicitly (stored offset
+                # or the log's start), and an out-of-range one is an error, not a silent reset.
+                auto_offset_reset="none",
+                allow_auto_create_topics=False,
                 **options,
             )
         except (KafkaConfigurationError, TypeError, ValueError, AssertionError) as exc:
@@ -129,8 +170,52 @@ class KafkaIngestor:
                 "check --bootstrap, or start a local broker with `prefstream broker`"
             ) from None
         self.consumer = consumer
+        try:
+            existing = consumer.topics()
+        except KafkaError as exc:
+            consumer.close()
+            raise BrokerError(f"cannot list topics at {self.settings.bootstrap} ({type(exc).__name__})") from None
+        missing = [t for t in self.settings.topics if t not in existing]
+        if missing:
+            consumer.close()
+            shown = ", ".join(sorted(t for t in existing if not t.startswith("__"))) or "none"
+            raise PrefstreamError(f"no such topic: {', '.join(missing)} (ingest never creates topics); topics on {self.settings.bootstrap}: {shown}")
+        if self.settings.reset_offsets:
+            self._reset_offsets(consumer)
         consumer.subscribe(list(self.settings.topics), listener=_SeekToStoredOffsets(self))
+        self.notify(f"joining group {self.settings.group_id} on {self.settings.bootstrap} (session_timeout_ms bounds the wait) ...")
         return consumer
+
+    def _reset_offsets(self, consumer: KafkaConsumer) -> None:
+        partitions = [TopicPartition(t, p) for t in self.settings.topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        where = consumer.beginning_offsets(partitions) if self.settings.reset_offsets == "earliest" else consumer.end_offsets(partitions)
+        self.sink.reset_offsets(self.settings.group_id, {(tp.topic, tp.partition): o for tp, o in where.items()})
+        self.notify(f"group {self.settings.group_id}: stored offsets reset to {self.settings.reset_offsets} for {_names(partitions)}")
+
+    def check_log_start(self) -> None:
+        """A stored offset below the log's start means retention deleted events we never landed."""
+        placed, self.unchecked_starts = self.unchecked_starts, {}
+        if not placed:
+            return
+        for tp, start in self.consumer.beginning_offsets(list(placed)).items():
+            if placed[tp] < start:
+                raise self._missing(tp, placed[tp], f"the log now starts at {start}")
+
+    def _check_high_watermarks(self) -> None:
+        """A stored offset beyond the high watermark: the topic was recreated or truncated."""
+        for tp, offset in list(self.seeked.items()):
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            del self.seeked[tp]
+            if offset > high:
+                raise self._missing(tp, offset, f"the log ends at {high} (was the topic recreated?)")
+
+    def _missing(self, tp: TopicPartition, offset: int, why: str) -> OffsetMissing:
+        return OffsetMissing(
+            f"{tp.topic}[{tp.partition}]: the store's next offset {offset} is not in Kafka ({why}); "
+            f"rerun with --reset-offsets earliest (re-read what Kafka has) or --reset-offsets latest (skip to new events) for group {self.settings.group_id}"
+        )
 
     def run(self) -> IngestResult:
         consumer = self._connect()
@@ -145,7 +230,17 @@ class KafkaIngestor:
                 limit = settings.max_poll_records
                 if settings.max_messages is not None:
                     limit = min(limit, settings.max_messages - total.seen)
-                polled = consumer.poll(timeout_ms=settings.poll_timeout_ms, max_records=limit)
+                try:
+                    polled = consumer.poll(timeout_ms=settings.poll_timeout_ms, max_records=limit)
+                except OffsetOutOfRangeError as exc:
+                    tp, offset = next(iter(exc.args[0].items())) if exc.args and isinstance(exc.args[0], dict) else (None, None)
+                    if tp is None:
+                        raise OffsetMissing(f"a stored offset is not in Kafka ({exc}); rerun with --reset-offsets earliest|latest") from None
+                    raise self._missing(tp, offset, "out of range") from None
+                if self.pending_error:
+                    raise self.pending_error
+                self.check_log_start()
+                self._check_high_watermarks()
                 now = time.monotonic()
                 if polled:
                     first_message = first_message or now
@@ -170,7 +265,7 @@ class KafkaIngestor:
         idle_for = self.settings.until_idle
         if self.assigned_at is None:
             if now - started > idle_for + ASSIGNMENT_GRACE_S:
-                self.stop(f"no partitions assigned after {now - started:.0f}s (does the topic exist?)")
+                self.stop(f"no partitions assigned after {now - started:.0f}s")
             return
         since = max(self.assigned_at, last_message or 0.0)
         if now - since >= idle_for:
@@ -183,8 +278,12 @@ class KafkaIngestor:
         try:
             self.consumer.commit(offsets)
         except KafkaError as exc:
-            # DuckDB already holds these offsets; Kafka's copy is only for lag tools.
-            log.warning("Kafka offset commit failed (%s); DuckDB holds the offsets", exc)
+            # The store already holds these offsets; Kafka's copy is only for lag tools.
+            log.warning("Kafka offset commit failed (%s); the store holds the offsets", exc)
+
+
+def _names(partitions) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions))
 
 
 def _to_batch(polled: dict) -> RawBatch:

@@ -1,13 +1,17 @@
-"""The DuckDB sink: one batch of raw messages -> one transaction.
+"""The store sink: one batch of raw messages -> one DuckLake transaction.
 
-A batch's valid rows, dead letters, duplicate records and the next Kafka offsets are
-written in ONE DuckDB transaction; it is the unit of durability (DESIGN.md, "Exactly-once
-landing"). Messages below the stored next offset of their partition are dropped inside
-that transaction, so a redelivery after a crash can never land twice, whatever the
-consumer's position was.
+A batch's valid rows, dead letters and the next offsets are written in ONE transaction;
+it is the unit of durability (DESIGN.md, "Exactly-once landing"). Inside it, messages
+below the stored next offset of their partition are dropped, so a redelivery after a
+crash does not land again. Several processes may still write one batch twice (a zombie
+consumer that lost its partitions, two groups replaying a topic): the raw tables keep
+both copies, and the views users query show each event once.
 
-Landing has two steps: :meth:`DuckDBSink.prepare` validates every message (pydantic-core,
-in Rust) without touching the database; :meth:`DuckDBSink.write` runs the transaction, in
+File backfills use the same protocol: a file is a "partition" of the ``prefstream:files``
+group, its line numbers the offsets, so running the same files again lands only new lines.
+
+Landing has two steps: :meth:`StoreSink.prepare` validates every message (pydantic-core,
+in Rust) without touching the store; :meth:`StoreSink.write` runs the transaction, in
 which DuckDB extracts the columns from the validated JSON itself, vectorised, instead of
 Python building rows field by field.
 """
@@ -23,15 +27,17 @@ import orjson
 import polars as pl
 
 from prefstream.schemas import DEFAULT_MAX_BYTES, SCHEMA_VERSION, Rejected, parse_raw
+from prefstream.store import Store
+
+FILES_GROUP = "prefstream:files"
 
 
 @dataclass
 class RawBatch:
     """Messages as received, column by column, with where each came from.
 
-    Kafka batches give ``topics`` / ``partitions`` / ``offsets`` and leave ``sources``
-    empty (DuckDB writes ``topic[partition]@offset``); file batches give ``sources``
-    (``path:line``) only.
+    Kafka batches give ``topics`` / ``partitions`` / ``offsets``; file batches also give
+    ``sources`` (``path:line``), with the file as topic, partition 0 and the line as offset.
     """
 
     values: list[bytes | None]
@@ -43,11 +49,6 @@ class RawBatch:
 
     def __len__(self) -> int:
         return len(self.values)
-
-    def source(self, i: int) -> str:
-        if self.sources is not None:
-            return self.sources[i]
-        return kafka_source(self.topics[i], self.partitions[i], self.offsets[i])
 
 
 def kafka_source(topic: str, partition: int, offset: int) -> str:
@@ -61,8 +62,9 @@ class LandCounts:
     thumbs: int = 0
     pairwise: int = 0
     dead_letters: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # producer retries seen within a batch (the ``duplicates`` view has them all)
     replayed: int = 0  # already landed from the same source (a re-run or a redelivery)
+    dead_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
     def landed(self) -> int:
@@ -78,28 +80,34 @@ class LandCounts:
         self.dead_letters += other.dead_letters
         self.duplicates += other.duplicates
         self.replayed += other.replayed
+        for reason, n in other.dead_reasons.items():
+            self.dead_reasons[reason] = self.dead_reasons.get(reason, 0) + n
 
 
 @dataclass
 class PreparedBatch:
     """A validated batch, ready for one transaction."""
 
-    events: pl.DataFrame  # kind, value (validated JSON), ts, topic, partition, offset, source
+    events: pl.DataFrame  # kind, value (validated JSON), prompt_json, ts, retry, topic, partition, offset, source
     dead: pl.DataFrame  # raw, reason, key, topic, partition, offset, source
-    duplicates: pl.DataFrame  # source, event_id, kind, first_source, topic, partition, offset
-    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # Kafka batches only
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 _WHERE = {"topic": pl.String, "partition": pl.Int32, "offset": pl.Int64, "source": pl.String}
-_EVENTS_SCHEMA = {"kind": pl.String, "value": pl.Binary, "ts": pl.Datetime("us", "UTC"), **_WHERE}
+_EVENTS_SCHEMA = {
+    "kind": pl.String, "value": pl.Binary, "prompt_json": pl.String, "ts": pl.Datetime("us", "UTC"), "retry": pl.Boolean, **_WHERE,
+}
 _DEAD_SCHEMA = {"raw": pl.Binary, "reason": pl.String, "key": pl.Binary, **_WHERE}
-_DUPLICATES_SCHEMA = {"event_id": pl.String, "kind": pl.String, "first_source": pl.String, **_WHERE}
 
 _WHERE_FROM = """coalesce(source, topic || '[' || "partition" || ']@' || "offset")"""
+# File rows keep their position in ``source`` only; topic/partition/offset are Kafka's.
+_KAFKA_WHERE = """CASE WHEN source IS NULL THEN topic END AS topic,
+       CASE WHEN source IS NULL THEN "partition" END AS "partition",
+       CASE WHEN source IS NULL THEN "offset" END AS "offset\""""
 
-# ``batch_events`` columns: kind, value, ts, topic, partition, offset, source. Every field but
-# ts (already parsed by pydantic) is read back from the validated JSON by DuckDB;
-# json_transform parses each document once into a struct (3x cheaper than one ->> per field).
+# Every field but ts (parsed by pydantic) and the prompt (canonicalised in Python) is read
+# back from the validated JSON by DuckDB; json_transform parses each document once into a
+# struct (3x cheaper than one ->> per field).
 _SHAPES = {
     "thumbs": {"response": "VARCHAR", "rating": "VARCHAR", "model_id": "VARCHAR"},
     "pairwise": {
@@ -107,221 +115,194 @@ _SHAPES = {
         "shown_first": "VARCHAR", "model_a": "VARCHAR", "model_b": "VARCHAR",
     },
 }
-_COMMON_SHAPE = {"event_id": "VARCHAR", "prompt": "JSON", "annotator_id": "VARCHAR", "annotator_kind": "VARCHAR", "metadata": "JSON"}
-
-_EXTRACT = """
-SELECT ts, topic, "partition", "offset",
-       {where_from} AS where_from,
-       json_transform(decode(value), '{shape}') AS e
-FROM batch_events WHERE kind = '{kind}'"""
+_COMMON_SHAPE = {"event_id": "VARCHAR", "annotator_id": "VARCHAR", "annotator_kind": "VARCHAR", "metadata": "JSON"}
+_ITEM_KEYS = {
+    "thumbs": "md5(prompt_json || chr(31) || response) AS item_id",
+    "pairwise": "md5(prompt_json || chr(31) || least(response_a, response_b) || chr(31) || greatest(response_a, response_b)) AS pair_id",
+}
 
 
-def _extract(kind: str) -> str:
+def _insert_sql(kind: str) -> str:
     shape = orjson.dumps({**_COMMON_SHAPE, **_SHAPES[kind]}).decode()
-    return _EXTRACT.format(kind=kind, shape=shape, where_from=_WHERE_FROM)
-
-
-def _insert_sql(kind: str, item_key: str) -> str:
-    # Prompts are re-serialised by DuckDB so that equal prompts hash equally whatever the
-    # producer's spacing, escaping or key order.
     fields = ", ".join(f"e.{name}" for name in _SHAPES[kind])
     return f"""
-INSERT OR IGNORE INTO {kind} BY NAME
-SELECT * EXCLUDE (prompt_json), prompt_json::JSON AS prompt, md5(prompt_json) AS prompt_hash, {item_key}
+INSERT INTO {kind}_raw BY NAME
+SELECT * EXCLUDE (prompt_json), prompt_json::JSON AS prompt, md5(prompt_json) AS prompt_hash, {_ITEM_KEYS[kind]}
 FROM (
-    SELECT e.event_id, {SCHEMA_VERSION} AS schema_version, ts,
-           CASE WHEN json_type(e.prompt) = 'VARCHAR' THEN to_json(e.prompt->>'$')
-                ELSE to_json(CAST(e.prompt AS STRUCT(role VARCHAR, content VARCHAR)[])) END AS prompt_json,
+    SELECT e.event_id, {SCHEMA_VERSION} AS schema_version, ts, prompt_json,
            e.annotator_id, coalesce(e.annotator_kind, 'user') AS annotator_kind,
            coalesce(e.metadata, '{{}}'::JSON) AS metadata, {fields},
-           topic, "partition", "offset", where_from AS source, current_timestamp AS ingested_at
-    FROM ({_extract(kind)}))"""
+           {_KAFKA_WHERE}, where_from AS source, current_timestamp AS ingested_at
+    FROM (SELECT ts, prompt_json, topic, "partition", "offset", source, {_WHERE_FROM} AS where_from,
+                 json_transform(decode(value), '{shape}') AS e
+          FROM batch_events WHERE kind = '{kind}'))"""
 
 
-_THUMBS_SQL = _insert_sql("thumbs", "md5(prompt_json || chr(31) || response) AS item_id")
-_PAIRWISE_SQL = _insert_sql(
-    "pairwise",
-    "md5(prompt_json || chr(31) || least(response_a, response_b) || chr(31) || greatest(response_a, response_b)) AS pair_id",
-)
-
-_DUPLICATES_SQL = """
-INSERT OR IGNORE INTO duplicates
-SELECT b.where_from, b.e.event_id, '{kind}', t.source, current_timestamp
-FROM ({extract}) b JOIN {kind} t ON t.event_id = b.e.event_id
-WHERE t.source <> b.where_from"""
+_INSERT_SQL = {kind: _insert_sql(kind) for kind in _SHAPES}
 
 _DEAD_SQL = f"""
-INSERT OR IGNORE INTO dead_letters
-SELECT {_WHERE_FROM}, raw, reason, key, topic, "partition", "offset", current_timestamp FROM batch_dead"""
+INSERT INTO dead_letters_raw
+SELECT {_WHERE_FROM}, raw, reason, key, {_KAFKA_WHERE}, current_timestamp FROM batch_dead"""
 
-_BATCH_DUPLICATES_SQL = f"""
-INSERT OR IGNORE INTO duplicates
-SELECT {_WHERE_FROM}, event_id, kind, first_source, current_timestamp FROM batch_duplicates"""
-
-# Errors that mean "this data", not "this database": worth isolating the row that caused them.
-_DATA_ERRORS = (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.ConstraintException)
+_STORED_OFFSETS_SQL = 'SELECT topic, "partition", next_offset FROM kafka_offsets WHERE group_id = ?'
 
 _OFFSETS_SQL = """
-INSERT INTO kafka_offsets VALUES (?, ?, ?, ?, current_timestamp)
-ON CONFLICT DO UPDATE SET next_offset = greatest(kafka_offsets.next_offset, excluded.next_offset),
-                          updated_at = excluded.updated_at"""
+INSERT INTO offsets_log
+SELECT ?, ?, ?, ?, coalesce(max(epoch), 0), current_timestamp FROM offsets_log
+WHERE group_id = ? AND topic = ? AND "partition" = ?"""
+
+# Errors that mean "this data", not "this store": worth isolating the row that caused them.
+_DATA_ERRORS = (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.ConstraintException)
 
 
-class DuckDBSink:
-    """Lands batches into an open, migrated store connection."""
+def canonical_prompt(prompt: Any) -> str:
+    """The prompt as canonical JSON (sorted keys, no nulls): equal prompts hash equally
+    whatever the producer's spacing, escaping or key order."""
+    if isinstance(prompt, str):
+        return orjson.dumps(prompt).decode()
+    return orjson.dumps([m.model_dump(exclude_none=True) for m in prompt], option=orjson.OPT_SORT_KEYS).decode()
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, *, max_bytes: int = DEFAULT_MAX_BYTES):
-        self.con = con
+
+class StoreSink:
+    """Lands batches into an open store."""
+
+    def __init__(self, store: Store, *, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.store = store
         self.max_bytes = max_bytes
 
     def stored_offsets(self, group_id: str) -> dict[tuple[str, int], int]:
-        """``(topic, partition) -> next offset`` recorded for ``group_id``."""
-        rows = self.con.execute(
-            'SELECT topic, "partition", next_offset FROM kafka_offsets WHERE group_id = ?', [group_id]
-        ).fetchall()
+        """``(topic, partition) -> next offset`` recorded for ``group_id`` at the latest snapshot."""
+        rows = self.store.transact(lambda con: con.execute(_STORED_OFFSETS_SQL, [group_id]).fetchall(), what="read offsets")
         return {(t, p): o for t, p, o in rows}
 
-    def land(self, batch: RawBatch, *, group_id: str | None = None) -> tuple[LandCounts, dict[tuple[str, int], int]]:
+    def reset_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
+        """Move ``group_id``'s stored offsets (backwards too): a new epoch for each partition."""
+
+        def reset(con) -> None:
+            epoch = con.execute("SELECT coalesce(max(epoch), 0) + 1 FROM offsets_log WHERE group_id = ?", [group_id]).fetchall()[0][0]
+            for (topic, partition), offset in offsets.items():
+                con.execute("INSERT INTO offsets_log VALUES (?, ?, ?, ?, ?, current_timestamp)", [group_id, topic, partition, offset, epoch])
+
+        self.store.transact(reset, what="reset offsets")
+
+    def land(self, batch: RawBatch, *, group_id: str) -> tuple[LandCounts, dict[tuple[str, int], int]]:
         """Validate and write ``batch`` in one transaction (see :meth:`write`)."""
         return self.write(self.prepare(batch), group_id=group_id)
 
     def prepare(self, batch: RawBatch) -> PreparedBatch:
-        """Validate every message; no database access (safe while a write is running)."""
+        """Validate every message; no store access."""
         keep: list[int] = []
         kinds: list[str] = []
         values: list[bytes] = []
+        prompts: list[str] = []
         stamps: list[Any] = []
+        retries: list[bool] = []
         dead: list[int] = []
         reasons: list[str] = []
-        duplicates: list[int] = []
-        duplicate_of: list[tuple[str, str, str]] = []  # event_id, kind, first source
-        first_seen: dict[str, int] = {}
+        seen: set[str] = set()
         for i, raw in enumerate(batch.values):
             event, raw_is_current = parse_raw(raw, self.max_bytes)
             if type(event) is Rejected:
                 dead.append(i)
                 reasons.append(event.reason)
                 continue
-            first = first_seen.setdefault(event.event_id, i)
-            if first != i:
-                duplicates.append(i)
-                duplicate_of.append((event.event_id, event.kind, batch.source(first)))
-                continue
+            retries.append(event.event_id in seen)
+            seen.add(event.event_id)
             keep.append(i)
             kinds.append(event.kind)
             stamps.append(event.ts)
+            prompts.append(canonical_prompt(event.prompt))
             # Upcast events, and ones whose unknown fields moved into metadata, are re-serialised.
             values.append(raw if raw_is_current else event.__pydantic_serializer__.to_json(event))
         events = pl.DataFrame(
-            {"kind": kinds, "value": values, "ts": stamps, **_where(batch, keep)}, schema=_EVENTS_SCHEMA
+            {"kind": kinds, "value": values, "prompt_json": prompts, "ts": stamps, "retry": retries, **_where(batch, keep)},
+            schema=_EVENTS_SCHEMA,
         )
         dead_frame = pl.DataFrame(
             {"raw": [batch.values[i] for i in dead], "reason": reasons, "key": _pick(batch.keys, dead), **_where(batch, dead)},
             schema=_DEAD_SCHEMA,
         )
-        duplicates_frame = pl.DataFrame(
-            {
-                "event_id": [d[0] for d in duplicate_of],
-                "kind": [d[1] for d in duplicate_of],
-                "first_source": [d[2] for d in duplicate_of],
-                **_where(batch, duplicates),
-            },
-            schema=_DUPLICATES_SCHEMA,
-        )
         next_offsets: dict[tuple[str, int], int] = {}
-        if batch.offsets is not None:
-            for topic, partition, offset in zip(batch.topics, batch.partitions, batch.offsets):
-                if offset >= next_offsets.get((topic, partition), 0):
-                    next_offsets[(topic, partition)] = offset + 1
-        return PreparedBatch(events, dead_frame, duplicates_frame, next_offsets)
+        for topic, partition, offset in zip(batch.topics or (), batch.partitions or (), batch.offsets or ()):
+            if offset >= next_offsets.get((topic, partition), 0):
+                next_offsets[(topic, partition)] = offset + 1
+        return PreparedBatch(events, dead_frame, next_offsets)
 
-    def write(self, prepared: PreparedBatch, *, group_id: str | None = None) -> tuple[LandCounts, dict[tuple[str, int], int]]:
-        """Write a prepared batch in ONE transaction.
+    def write(self, prepared: PreparedBatch, *, group_id: str) -> tuple[LandCounts, dict[tuple[str, int], int]]:
+        """Write a prepared batch in ONE transaction, retried on contention.
 
-        With ``group_id`` the batch is Kafka records: rows below the stored next offset
-        are dropped and the new next offsets are stored. Returns the counts and the next
-        offsets written (empty for files), which the caller then commits to Kafka.
+        Rows below the stored next offset of their partition are dropped and the new next
+        offsets stored. Returns the counts and the next offsets written, which the caller
+        then commits to Kafka.
 
         A document that pydantic accepted but DuckDB cannot read would otherwise fail the
         same batch forever; such rows are found, moved to dead letters with DuckDB's
         reason, and the rest is written, still in one transaction.
         """
         try:
-            return self._write(prepared, group_id)
+            return self.store.transact(lambda con: self._write(con, prepared, group_id), what="land batch")
         except _DATA_ERRORS:
             unreadable = self._rows_duckdb_rejects(prepared.events)
             if not unreadable:
                 raise
-            return self._write(_move_to_dead(prepared, unreadable), group_id)
+            moved = _move_to_dead(prepared, unreadable)
+            return self.store.transact(lambda con: self._write(con, moved, group_id), what="land batch")
 
     def _rows_duckdb_rejects(self, events: pl.DataFrame) -> dict[int, str]:
         """Try each event alone in a rolled-back transaction; return the ones that fail."""
+        con = self.store.write()
         rejected = {}
-        for i in range(events.height):
-            row = events.slice(i, 1)
-            with self._registered(batch_events=row):
-                self.con.execute("BEGIN TRANSACTION")
-                try:
-                    self.con.execute(_THUMBS_SQL if row["kind"][0] == "thumbs" else _PAIRWISE_SQL).fetchall()
-                except _DATA_ERRORS as exc:
-                    rejected[i] = f"store rejected the event: {str(exc).splitlines()[0]}"
-                finally:
-                    self.con.execute("ROLLBACK")
+        try:
+            for i in range(events.height):
+                row = events.slice(i, 1)
+                with _registered(con, batch_events=row):
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        con.execute(_INSERT_SQL[row["kind"][0]]).fetchall()
+                    except _DATA_ERRORS as exc:
+                        rejected[i] = f"store rejected the event: {str(exc).splitlines()[0]}"
+                    finally:
+                        con.execute("ROLLBACK")
+        finally:
+            con.close()
         return rejected
 
-    @contextlib.contextmanager
-    def _registered(self, **frames: pl.DataFrame):
-        # Registered outside the transaction: unregistering inside an aborted one fails.
-        for name, frame in frames.items():
-            self.con.register(name, frame)
-        try:
-            yield
-        finally:
-            for name in frames:
-                self.con.unregister(name)
-
-    def _write(self, prepared: PreparedBatch, group_id: str | None) -> tuple[LandCounts, dict[tuple[str, int], int]]:
+    def _write(self, con, prepared: PreparedBatch, group_id: str) -> tuple[LandCounts, dict[tuple[str, int], int]]:
         counts = LandCounts()
-        next_offsets = prepared.next_offsets if group_id is not None else {}
-        events, dead, duplicates = prepared.events, prepared.dead, prepared.duplicates
+        next_offsets = prepared.next_offsets
+        events, dead = prepared.events, prepared.dead
         if next_offsets:
-            # Read outside the transaction: a DuckDB file has one writer, this process.
-            stored = self.stored_offsets(group_id)
+            stored = {(t, p): o for t, p, o in con.execute(_STORED_OFFSETS_SQL, [group_id]).fetchall()}
             if any(stored.get(tp, 0) > 0 for tp in next_offsets):
-                events, dead, duplicates, counts.replayed = _drop_landed(stored, events, dead, duplicates)
-        with self._registered(batch_events=events, batch_dead=dead, batch_duplicates=duplicates):
-            self.con.execute("BEGIN TRANSACTION")
-            try:
-                counts.thumbs = self._insert_events("thumbs", events, counts)
-                counts.pairwise = self._insert_events("pairwise", events, counts)
-                if dead.height:
-                    added = self.con.execute(_DEAD_SQL).fetchall()[0][0]
-                    counts.dead_letters += added
-                    counts.replayed += dead.height - added
-                if duplicates.height:
-                    added = self.con.execute(_BATCH_DUPLICATES_SQL).fetchall()[0][0]
-                    counts.duplicates += added
-                    counts.replayed += duplicates.height - added
-                if next_offsets:
-                    self.con.executemany(_OFFSETS_SQL, [[group_id, t, p, o] for (t, p), o in next_offsets.items()])
-                self.con.execute("COMMIT")
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
+                events, dead, counts.replayed = _drop_landed(stored, events, dead)
+                next_offsets = {tp: o for tp, o in next_offsets.items() if o > stored.get(tp, 0)}
+        with _registered(con, batch_events=events, batch_dead=dead):
+            for kind in _SHAPES:
+                rows = events.filter(pl.col("kind") == kind)
+                if rows.height:
+                    con.execute(_INSERT_SQL[kind])
+                    retries = int(rows["retry"].sum())
+                    counts.duplicates += retries
+                    setattr(counts, kind, rows.height - retries)
+            if dead.height:
+                con.execute(_DEAD_SQL)
+                counts.dead_letters = dead.height
+                for reason, n in dead.group_by("reason").len().iter_rows():
+                    counts.dead_reasons[reason] = n
+            for (topic, partition), offset in next_offsets.items():
+                con.execute(_OFFSETS_SQL, [group_id, topic, partition, offset, group_id, topic, partition])
         return counts, next_offsets
 
-    def _insert_events(self, kind: str, events: pl.DataFrame, counts: LandCounts) -> int:
-        wanted = int((events["kind"] == kind).sum())
-        if not wanted:
-            return 0
-        inserted = self.con.execute(_THUMBS_SQL if kind == "thumbs" else _PAIRWISE_SQL).fetchall()[0][0]
-        if inserted < wanted:
-            # Some event_ids were already stored: from another source they are producer
-            # retries (recorded as duplicates), from the same source a replay.
-            dups = self.con.execute(_DUPLICATES_SQL.format(kind=kind, extract=_extract(kind))).fetchall()[0][0]
-            counts.duplicates += dups
-            counts.replayed += wanted - inserted - dups
-        return inserted
+
+@contextlib.contextmanager
+def _registered(con, **frames: pl.DataFrame):
+    for name, frame in frames.items():
+        con.register(name, frame)
+    try:
+        yield
+    finally:
+        for name in frames:
+            con.unregister(name)
 
 
 def _pick(column: list | None, rows: list[int]) -> list:
@@ -343,7 +324,7 @@ def _move_to_dead(prepared: PreparedBatch, rows: dict[int, str]) -> PreparedBatc
         pl.col("value").alias("raw"), pl.Series("reason", list(rows.values())), pl.lit(None, pl.Binary).alias("key"), *_WHERE
     )
     kept = prepared.events.with_row_index("i").filter(~pl.col("i").is_in(index)).drop("i")
-    return PreparedBatch(kept, pl.concat([prepared.dead, moved]), prepared.duplicates, prepared.next_offsets)
+    return PreparedBatch(kept, pl.concat([prepared.dead, moved]), prepared.next_offsets)
 
 
 def _drop_landed(stored: dict[tuple[str, int], int], *frames: pl.DataFrame):

@@ -33,12 +33,26 @@ Text = Annotated[StrictStr, Field(min_length=1)]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_string)]
 
 
-class ChatMessage(BaseModel):
-    """One chat turn of a conversational prompt."""
+class ContentPart(BaseModel):
+    """One part of a message's content: ``{"type": "text", "text": ...}``, or an image, audio ... part.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Non-text parts are kept as sent (their keys too); stages that need text use the text parts.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: Text
+    text: StrictStr | None = None
+
+
+class ChatMessage(BaseModel):
+    """One chat turn of a conversational prompt, as chat APIs send it; unknown keys are kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
     role: Text
-    content: StrictStr
+    content: StrictStr | list[ContentPart] | None = None
+    name: StrictStr | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: StrictStr | None = None
 
 
 Prompt = Union[Text, Annotated[list[ChatMessage], Field(min_length=1)]]
@@ -53,7 +67,7 @@ class _Event(BaseModel):
     ts: Timestamp
     prompt: Prompt
     annotator_id: Text
-    annotator_kind: Literal["user", "expert"] = "user"
+    annotator_kind: Literal["user", "expert", "model"] = "user"  # "model": a judge model
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -85,6 +99,7 @@ KIND_MODELS: dict[str, type[_Event]] = {"thumbs": ThumbsEvent, "pairwise": Pairw
 __all__ = [
     "SCHEMA_VERSION",
     "ChatMessage",
+    "ContentPart",
     "ThumbsEvent",
     "PairwiseEvent",
     "Event",

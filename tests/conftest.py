@@ -43,5 +43,55 @@ def group_id() -> str:
 
 
 @pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "feedback.duckdb"
+def store_path(tmp_path):
+    """A directory for an embedded store (created on first use)."""
+    return tmp_path / "store"
+
+
+def _postgres_answers() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _psql(sql: str) -> None:
+    import subprocess
+
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q", "-c", sql], check=True, capture_output=True)
+
+
+@pytest.fixture
+def pg_database():
+    """``make(name=None) -> dbname``: fresh PostgreSQL databases, dropped after the test.
+
+    Skips with a reason when no server answers at 127.0.0.1:5432, except under CI, where
+    its absence fails the run.
+    """
+    if not _postgres_answers():
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not answering at 127.0.0.1:5432 (CI needs it for the catalog tests)")
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    made = []
+
+    def make() -> str:
+        name = f"prefstream_test_{uuid.uuid4().hex[:10]}"
+        _psql(f"CREATE DATABASE {name}")
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_store(pg_database, tmp_path):
+    """A StoreLocation on a fresh PostgreSQL catalog with a local data path."""
+    from prefstream.store import StoreLocation
+
+    name = pg_database()
+    return StoreLocation(f"ducklake:postgres:dbname={name} host=127.0.0.1 user=postgres", str(tmp_path / "lake-data"))

@@ -22,20 +22,29 @@ def write_jsonl(path: Path, messages) -> Path:
 
 
 def land(folder: Path, messages, *, expect_all_valid: bool = False) -> Path:
-    """Append ``messages`` to ``folder/events.jsonl`` and land it in ``folder/feedback.duckdb``; the store's path.
+    """Append ``messages`` to ``folder/events.jsonl`` and land it in the store ``folder/store``; the store's path.
 
-    Landing again into the same folder adds only the new lines (sources are ``path:line``).
+    Landing again into the same folder adds only the new lines (files are checkpointed by line).
     """
     folder.mkdir(parents=True, exist_ok=True)
     messages = list(messages)
     events = write_jsonl(folder / "events.jsonl", messages)
-    db = folder / "feedback.duckdb"
-    con = open_store(db)
-    counts = ingest_files(con, [events])
-    con.close()
+    path = folder / "store"
+    with open_store(path) as store:
+        counts = ingest_files(store, [events])
     if expect_all_valid:
         assert counts.dead_letters == 0 and counts.landed == len(messages)
-    return db
+    return path
+
+
+def query(store_path, sql: str, params=None) -> list[tuple]:
+    """Rows of ``sql`` against the current snapshot of the store at ``store_path``."""
+    with open_store(store_path, create=False) as store:
+        con = store.read()
+        try:
+            return con.execute(sql, params or []).fetchall()
+        finally:
+            con.close()
 
 
 def run(*args):
@@ -43,8 +52,8 @@ def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def export(db, kind, out, *extra):
+def export(store, kind, out, *extra):
     """``prefstream export KIND``; the result and, when it succeeded, the manifest."""
-    result = run("export", kind, "--db", db, "--out", out, *extra)
+    result = run("export", kind, "--store", store, "--out", out, *extra)
     manifest = json.loads((Path(out) / "manifest.json").read_text()) if result.exit_code == 0 else None
     return result, manifest

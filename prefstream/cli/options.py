@@ -7,13 +7,43 @@ import time
 
 import click
 
-db_option = click.option(
-    "--db",
-    "db_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="DuckDB file (created and migrated if needed).",
+
+
+def store_options(fn):
+    """``--store`` and ``--data-path``, shared by every command that reads or writes the store."""
+    fn = click.option(
+        "--data-path",
+        metavar="DIR|URL",
+        default=None,
+        help="Where a catalog store keeps its Parquet files (a directory or an object-store URL); env PREFSTREAM_DATA_PATH.",
+    )(fn)
+    return click.option(
+        "--store",
+        "store",
+        metavar="DIR|URL",
+        default=None,
+        help="The store: a directory (created on first use) or a ducklake:postgres:... catalog URL; "
+        "env PREFSTREAM_STORE, or [store] store = ... in the config file.",
+    )(fn)
+
+
+snapshot_option = click.option(
+    "--snapshot",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Read the store as of snapshot N (reports and manifests record theirs); default: the current one.",
 )
+
+
+def open_cli_store(config: dict | None, store: str | None, data_path: str | None, *, create: bool = False):
+    """The store named by the flags, the environment or the config file, opened and migrated."""
+    from prefstream.store import StoreLocation, open_store
+
+    location = StoreLocation.resolve(store, data_path, config)
+    memory_limit = (config or {}).get("store", {}).get("memory_limit") if isinstance((config or {}).get("store"), dict) else None
+    return open_store(location, create=create, memory_limit=memory_limit)
+
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress line; only the summary.")
 
 
@@ -44,3 +74,9 @@ def summary_line(counts, seconds: float) -> str:
         f"dead letters {counts.dead_letters}, duplicates {counts.duplicates}, "
         f"already landed {counts.replayed}; {counts.seen} messages in {seconds:.1f}s ({rate:,.0f} events/s)"
     )
+
+
+def dead_letter_lines(counts, top: int = 3) -> list[str]:
+    """The most common dead-letter reasons, one line each."""
+    ranked = sorted(counts.dead_reasons.items(), key=lambda kv: -kv[1])[:top]
+    return [f"  dead letter x{n}: {reason}" for reason, n in ranked]

@@ -1,23 +1,40 @@
-"""The DuckDB store: one file, declared tables, numbered migrations.
+"""The store: a DuckLake (a SQL catalog plus Parquet files) with declared tables and numbered migrations.
 
-``open_store(path)`` returns a connection to a file migrated to the newest schema; an
-older file is migrated on open, each migration recorded in ``schema_migrations`` in the
-same transaction that runs it.
+``open_store(location)`` checks the location, creates the store on first use and brings
+its schema up to date; each migration is recorded in ``schema_migrations`` in the same
+transaction that runs it. Then:
+
+- ``store.read(snapshot=None)``: a read-only connection pinned to ONE snapshot (the
+  current one, or N), so an audit or export sees one consistent state while ingest writes;
+- ``store.write()``: a writable connection at the latest state;
+- ``store.transact(fn)``: ``fn(con)`` in one transaction, retried when another writer
+  holds the catalog's lock or committed a conflicting change first.
+
+Raw tables (``thumbs_raw`` ...) may hold a batch twice physically (a redelivery, a zombie
+consumer); the names users query (``thumbs``, ``pairwise``, their ``_current`` views,
+``dead_letters``, ``duplicates``, ``kafka_offsets``) show each event once.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
 from prefstream.errors import StoreError
 from prefstream.store import migrations as _migrations_pkg
+from prefstream.store.lake import connect, first_line, retrying, snapshot_of
+from prefstream.store.location import StoreLocation
+
+T = TypeVar("T")
 
 
-def _discover() -> list[tuple[int, str, object]]:
+def _discover() -> list[tuple[int, str, Callable]]:
     found = []
     for info in pkgutil.iter_modules(_migrations_pkg.__path__):
         if info.name.startswith("m") and info.name[1:4].isdigit():
@@ -34,76 +51,140 @@ MIGRATIONS = _discover()
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
-def open_store(path: str | Path, *, read_only: bool = False, migrate_to: int | None = None) -> duckdb.DuckDBPyConnection:
-    """Open (creating if needed) the DuckDB file at ``path`` and bring its schema up to date.
+class Store:
+    """An opened, migrated store. Connections it hands out are the caller's to close."""
 
-    ``migrate_to`` stops at an older version (tests use it to build an "old" file).
-    Raises :class:`StoreError` with a one-line reason when the file cannot be used.
+    def __init__(self, location: StoreLocation, memory_limit: str | None = None):
+        self.location = location
+        self.memory_limit = memory_limit
+        self._writer: duckdb.DuckDBPyConnection | None = None
+
+    def read(self, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
+        """A read-only connection pinned to ``snapshot`` (default: the current one)."""
+        if snapshot is None:
+            snapshot = self.current_snapshot()
+        return connect(self.location, read_only=True, snapshot=snapshot, memory_limit=self.memory_limit)
+
+    def write(self) -> duckdb.DuckDBPyConnection:
+        """A new writable connection at the latest state."""
+        return connect(self.location, read_only=False, memory_limit=self.memory_limit)
+
+    def current_snapshot(self) -> int:
+        con = connect(self.location, read_only=True)
+        try:
+            return snapshot_of(con)
+        finally:
+            con.close()
+
+    def transact(self, fn: Callable[[duckdb.DuckDBPyConnection], T], *, what: str = "write") -> T:
+        """``fn(con)`` inside BEGIN / COMMIT on this store's writer, retried on contention."""
+        if self._writer is None:
+            self._writer = self.write()
+        con = self._writer
+
+        def attempt() -> T:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                result = fn(con)
+                con.execute("COMMIT")
+                return result
+            except BaseException:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # the failed COMMIT already ended the transaction
+                raise
+
+        return retrying(attempt, what=what)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_store(
+    location: StoreLocation | str | os.PathLike,
+    *,
+    create: bool = True,
+    migrate_to: int | None = None,
+    memory_limit: str | None = None,
+) -> Store:
+    """Open the store at ``location`` (creating it when ``create``) and bring its schema up to date.
+
+    ``migrate_to`` stops at an older version (tests use it to build an "old" store).
+    Raises :class:`StoreError` with a one-line reason when the location cannot be used.
     """
-    path = Path(path)
-    if read_only and not path.exists():
-        raise StoreError(f"database {path} does not exist; land some feedback first with `prefstream ingest` or `prefstream ingest-file`")
-    if not read_only and not path.parent.exists():
-        raise StoreError(f"cannot create database {path}: folder {path.parent} does not exist")
+    if not isinstance(location, StoreLocation):
+        location = StoreLocation(str(location))
+    location.check(create=create)
+    created_dir = False
+    if not location.is_catalog_url and not location.directory.exists():
+        location.directory.mkdir(parents=True)
+        created_dir = True
+    if location.data_path and "://" not in location.data_path:
+        Path(location.data_path).mkdir(parents=True, exist_ok=True)
+    store = Store(location, memory_limit)
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot open database {path}: {_first_line(exc)}") from None
-    try:
-        if read_only:
-            _check_current(con, path)
-        else:
-            migrate(con, migrate_to if migrate_to is not None else LATEST_VERSION)
+        migrate(store, migrate_to if migrate_to is not None else LATEST_VERSION)
     except BaseException:
-        con.close()
+        store.close()
+        if created_dir:
+            _remove_new_store(location.directory)
         raise
-    return con
+    return store
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
-    """The newest migration applied to this database (0 for an empty file)."""
+    """The newest migration applied to this store (0 for a new one)."""
     exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = 'schema_migrations'"
     ).fetchall()[0][0]
     if not exists:
         return 0
     return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0]
 
 
-def migrate(con: duckdb.DuckDBPyConnection, target: int = LATEST_VERSION) -> list[int]:
-    """Apply pending migrations up to ``target``, each in its own transaction; return those applied."""
-    current = schema_version(con)
-    if current > LATEST_VERSION:
-        raise StoreError(f"database schema version {current} is newer than this prefstream ({LATEST_VERSION}); upgrade prefstream")
+def migrate(store: Store, target: int = LATEST_VERSION) -> list[int]:
+    """Apply pending migrations up to ``target``, each in its own transaction; return those applied.
+
+    Several processes may open a new store at once: a migration that lost the race
+    conflicts, is retried, and then finds itself already applied.
+    """
     applied = []
     for number, name, fn in MIGRATIONS:
-        if number <= current or number > target:
-            continue
-        con.execute("BEGIN TRANSACTION")
-        try:
+        if number > target:
+            break
+
+        def step(con, number=number, name=name, fn=fn) -> bool:
+            current = schema_version(con)
+            if current > LATEST_VERSION:
+                raise StoreError(f"store schema version {current} is newer than this prefstream ({LATEST_VERSION}); upgrade prefstream")
+            if number <= current:
+                return False
             fn(con)
-            con.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, current_timestamp)",
-                [number, name],
-            )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        applied.append(number)
+            con.execute("INSERT INTO schema_migrations VALUES (?, ?, current_timestamp)", [number, name])
+            return True
+
+        try:
+            if store.transact(step, what=f"migration {number}"):
+                applied.append(number)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot migrate store {store.location.redacted()}: {first_line(exc)}") from None
     return applied
 
 
-def _check_current(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    version = schema_version(con)
-    if version == 0:
-        raise StoreError(f"{path} is not a prefstream database (no schema_migrations table)")
-    if version < LATEST_VERSION:
-        raise StoreError(f"{path} has schema version {version} < {LATEST_VERSION}; open it once for writing (e.g. `prefstream ingest-file --db {path}` with no files) to migrate it")
+def _remove_new_store(directory: Path) -> None:
+    """Undo a store directory this call created, so a failed first open leaves nothing half-made."""
+    import shutil
+
+    shutil.rmtree(directory, ignore_errors=True)
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-__all__ = ["open_store", "migrate", "schema_version", "LATEST_VERSION", "MIGRATIONS", "StoreError"]
+__all__ = ["open_store", "migrate", "schema_version", "snapshot_of", "Store", "StoreLocation", "LATEST_VERSION", "MIGRATIONS", "StoreError"]
