@@ -114,7 +114,9 @@ def child_command(role: str, bootstrap: str, topic: str, total: int, store: str 
 
 
 def run_child(*args, **kwargs) -> dict:
-    done = subprocess.run(child_command(*args, **kwargs), capture_output=True, text=True, check=True)
+    done = subprocess.run(child_command(*args, **kwargs), capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

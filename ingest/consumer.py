@@ -16,14 +16,15 @@ A stored offset that Kafka no longer has (the topic was recreated, retention del
 or it lies beyond the high watermark) stops ingest with an error that names the partition
 and ``--reset-offsets``: never a silent skip or re-read.
 
-The loop is deliberately serial: DuckDB's Python client holds the GIL while a query runs,
-so writing on a worker thread measured no faster, only harder to reason about.
+Writing runs on one worker thread so that polling and validating the next batch overlap
+the current transaction (DuckDB 1.5 releases the GIL while a query runs).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,6 +132,7 @@ class KafkaIngestor:
         self.assigned_at: float | None = None
         self.seeked: dict[TopicPartition, int] = {}  # partitions placed at a stored offset, not yet checked
         self.pending_error: PrefstreamError | None = None
+        self._in_flight = 0  # messages handed to the writer thread, not yet landed
         self.unchecked_starts: dict[TopicPartition, int] = {}  # stored offsets to compare with the log's start
         self._stopping: str | None = None
 
@@ -225,41 +227,65 @@ class KafkaIngestor:
         first_message: float | None = None
         last_message: float | None = None
         last_landed = started
+        # One writer thread: batch N's transaction runs (DuckDB releases the GIL) while the
+        # main thread polls and validates batch N+1. Transactions stay in order: N+1 is
+        # handed over only after N committed, and Kafka's offsets only after that.
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefstream-writer")
+        pending: Future | None = None
+
+        def finish_pending() -> None:
+            nonlocal pending, last_landed
+            if pending is None:
+                return
+            counts, next_offsets = pending.result()
+            pending = None
+            total.add(counts)
+            last_landed = time.monotonic()
+            log.info("landed %d messages, next offsets %s", counts.seen, _describe_offsets(next_offsets))
+            self._commit_to_kafka(next_offsets)
+            if self.on_progress:
+                self.on_progress(total, last_landed - first_message)
+
         try:
             while self._stopping is None:
                 limit = settings.max_poll_records
                 if settings.max_messages is not None:
-                    limit = min(limit, settings.max_messages - total.seen)
-                try:
-                    polled = consumer.poll(timeout_ms=settings.poll_timeout_ms, max_records=limit)
-                except OffsetOutOfRangeError as exc:
-                    tp, offset = next(iter(exc.args[0].items())) if exc.args and isinstance(exc.args[0], dict) else (None, None)
-                    if tp is None:
-                        raise OffsetMissing(f"a stored offset is not in Kafka ({exc}); rerun with --reset-offsets earliest|latest") from None
-                    raise self._missing(tp, offset, "out of range") from None
-                if self.pending_error:
-                    raise self.pending_error
-                self.check_log_start()
-                self._check_high_watermarks()
+                    limit = min(limit, settings.max_messages - total.seen - self._in_flight)
+                polled = self._poll(limit) if limit > 0 else {}
                 now = time.monotonic()
                 if polled:
                     first_message = first_message or now
                     last_message = now
-                    counts, next_offsets = self.sink.land(_to_batch(polled), group_id=settings.group_id)
-                    total.add(counts)
-                    last_landed = time.monotonic()
-                    log.info("landed %d messages, next offsets %s", counts.seen, _describe_offsets(next_offsets))
-                    self._commit_to_kafka(next_offsets)
-                    if self.on_progress:
-                        self.on_progress(total, last_landed - first_message)
-                if settings.max_messages is not None and total.seen >= settings.max_messages:
+                    prepared = self.sink.prepare(_to_batch(polled))
+                    finish_pending()
+                    self._in_flight = sum(len(r) for r in polled.values())
+                    pending = writer.submit(self.sink.write, prepared, group_id=settings.group_id)
+                else:
+                    finish_pending()
+                    self._in_flight = 0
+                if settings.max_messages is not None and total.seen + self._in_flight >= settings.max_messages:
                     self.stop(f"reached --max-messages {settings.max_messages}")
                 elif settings.until_idle is not None:
                     self._check_idle(now, started, last_message)
+            finish_pending()
         finally:
+            writer.shutdown(wait=True)
             consumer.close(autocommit=False)
         seconds = (last_landed - first_message) if first_message else 0.0
         return IngestResult(total, seconds, self._stopping or "stopped")
+
+    def _poll(self, limit: int) -> dict:
+        try:
+            polled = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms, max_records=limit)
+        except OffsetOutOfRangeError as exc:
+            tp, offset = next(iter(exc.args[0].items())) if exc.args and isinstance(exc.args[0], dict) else (None, None)
+            if tp is None:
+                raise OffsetMissing(f"a stored offset is not in Kafka ({exc}); rerun with --reset-offsets earliest|latest") from None
+            raise self._missing(tp, offset, "out of range") from None
+        if self.pending_error:
+            raise self.pending_error
+        self._check_high_watermarks()
+        return polled
 
     def _check_idle(self, now: float, started: float, last_message: float | None) -> None:
         idle_for = self.settings.until_idle

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from prefstream.errors import BrokerError
@@ -14,6 +14,18 @@ from prefstream.errors import BrokerError
 
 def encode(message: dict[str, Any] | bytes) -> bytes:
     return message if isinstance(message, bytes) else orjson.dumps(message)
+
+
+def topic_exists(bootstrap: str, topic: str) -> bool:
+    """Whether ``topic`` exists (asked without creating it)."""
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, allow_auto_create_topics=False)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); start one with `prefstream broker`") from None
+    try:
+        return topic in consumer.topics()
+    finally:
+        consumer.close()
 
 
 def produce(

@@ -11,9 +11,8 @@ File backfills use the same protocol: a file is a "partition" of the ``prefstrea
 group, its line numbers the offsets, so running the same files again lands only new lines.
 
 Landing has two steps: :meth:`StoreSink.prepare` validates every message (pydantic-core,
-in Rust) without touching the store; :meth:`StoreSink.write` runs the transaction, in
-which DuckDB extracts the columns from the validated JSON itself, vectorised, instead of
-Python building rows field by field.
+in Rust) and lays its fields out as columns without touching the store;
+:meth:`StoreSink.write` runs the transaction, in which DuckDB adds the hashes, vectorised.
 """
 
 from __future__ import annotations
@@ -22,12 +21,12 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import orjson
 import polars as pl
 
 from prefstream.schemas import DEFAULT_MAX_BYTES, SCHEMA_VERSION, Rejected, parse_raw
 from prefstream.store import Store
+from prefstream.store.lake import retrying
 
 FILES_GROUP = "prefstream:files"
 
@@ -86,36 +85,35 @@ class LandCounts:
 
 @dataclass
 class PreparedBatch:
-    """A validated batch, ready for one transaction."""
+    """A validated batch, ready for one transaction: one frame of columns per kind, and dead letters."""
 
-    events: pl.DataFrame  # kind, value (validated JSON), prompt_json, ts, retry, topic, partition, offset, source
+    events: dict[str, pl.DataFrame]  # kind -> its table's columns, plus retry / topic / partition / offset / source
     dead: pl.DataFrame  # raw, reason, key, topic, partition, offset, source
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 _WHERE = {"topic": pl.String, "partition": pl.Int32, "offset": pl.Int64, "source": pl.String}
-_EVENTS_SCHEMA = {
-    "kind": pl.String, "value": pl.Binary, "prompt_json": pl.String, "ts": pl.Datetime("us", "UTC"), "retry": pl.Boolean, **_WHERE,
+_COMMON = {
+    "event_id": pl.String, "ts": pl.Datetime("us", "UTC"), "prompt_json": pl.String, "annotator_id": pl.String,
+    "annotator_kind": pl.String, "metadata": pl.String,
 }
+_FIELDS = {
+    "thumbs": {"response": pl.String, "rating": pl.String, "model_id": pl.String},
+    "pairwise": {
+        "response_a": pl.String, "response_b": pl.String, "choice": pl.String,
+        "shown_first": pl.String, "model_a": pl.String, "model_b": pl.String,
+    },
+}
+_ROW_SCHEMAS = {kind: {**_COMMON, **fields} for kind, fields in _FIELDS.items()}
 _DEAD_SCHEMA = {"raw": pl.Binary, "reason": pl.String, "key": pl.Binary, **_WHERE}
 
 _WHERE_FROM = """coalesce(source, topic || '[' || "partition" || ']@' || "offset")"""
 # File rows keep their position in ``source`` only; topic/partition/offset are Kafka's.
-_KAFKA_WHERE = """CASE WHEN source IS NULL THEN topic END AS topic,
-       CASE WHEN source IS NULL THEN "partition" END AS "partition",
-       CASE WHEN source IS NULL THEN "offset" END AS "offset\""""
-
-# Every field but ts (parsed by pydantic) and the prompt (canonicalised in Python) is read
-# back from the validated JSON by DuckDB; json_transform parses each document once into a
-# struct (3x cheaper than one ->> per field).
-_SHAPES = {
-    "thumbs": {"response": "VARCHAR", "rating": "VARCHAR", "model_id": "VARCHAR"},
-    "pairwise": {
-        "response_a": "VARCHAR", "response_b": "VARCHAR", "choice": "VARCHAR",
-        "shown_first": "VARCHAR", "model_a": "VARCHAR", "model_b": "VARCHAR",
-    },
-}
-_COMMON_SHAPE = {"event_id": "VARCHAR", "annotator_id": "VARCHAR", "annotator_kind": "VARCHAR", "metadata": "JSON"}
+_KAFKA_WHERE = (
+    'CASE WHEN source IS NULL THEN topic END AS topic, '
+    'CASE WHEN source IS NULL THEN "partition" END AS "partition", '
+    'CASE WHEN source IS NULL THEN "offset" END AS "offset"'
+)
 _ITEM_KEYS = {
     "thumbs": "md5(prompt_json || chr(31) || response) AS item_id",
     "pairwise": "md5(prompt_json || chr(31) || least(response_a, response_b) || chr(31) || greatest(response_a, response_b)) AS pair_id",
@@ -123,22 +121,18 @@ _ITEM_KEYS = {
 
 
 def _insert_sql(kind: str) -> str:
-    shape = orjson.dumps({**_COMMON_SHAPE, **_SHAPES[kind]}).decode()
-    fields = ", ".join(f"e.{name}" for name in _SHAPES[kind])
+    # The columns come straight from the validated pydantic objects (no second JSON parse);
+    # DuckDB adds the vectorised hashes and the source position.
+    fields = ", ".join(_FIELDS[kind])
     return f"""
 INSERT INTO {kind}_raw BY NAME
-SELECT * EXCLUDE (prompt_json), prompt_json::JSON AS prompt, md5(prompt_json) AS prompt_hash, {_ITEM_KEYS[kind]}
-FROM (
-    SELECT e.event_id, {SCHEMA_VERSION} AS schema_version, ts, prompt_json,
-           e.annotator_id, coalesce(e.annotator_kind, 'user') AS annotator_kind,
-           coalesce(e.metadata, '{{}}'::JSON) AS metadata, {fields},
-           {_KAFKA_WHERE}, where_from AS source, current_timestamp AS ingested_at
-    FROM (SELECT ts, prompt_json, topic, "partition", "offset", source, {_WHERE_FROM} AS where_from,
-                 json_transform(decode(value), '{shape}') AS e
-          FROM batch_events WHERE kind = '{kind}'))"""
+SELECT event_id, {SCHEMA_VERSION} AS schema_version, ts, prompt_json::JSON AS prompt, md5(prompt_json) AS prompt_hash,
+       annotator_id, annotator_kind, metadata::JSON AS metadata, {fields}, {_ITEM_KEYS[kind]},
+       {_KAFKA_WHERE}, {_WHERE_FROM} AS source, current_timestamp AS ingested_at
+FROM batch_{kind}"""
 
 
-_INSERT_SQL = {kind: _insert_sql(kind) for kind in _SHAPES}
+_INSERT_SQL = {kind: _insert_sql(kind) for kind in _FIELDS}
 
 _DEAD_SQL = f"""
 INSERT INTO dead_letters_raw
@@ -151,8 +145,14 @@ INSERT INTO offsets_log
 SELECT ?, ?, ?, ?, coalesce(max(epoch), 0), current_timestamp FROM offsets_log
 WHERE group_id = ? AND topic = ? AND "partition" = ?"""
 
-# Errors that mean "this data", not "this store": worth isolating the row that caused them.
-_DATA_ERRORS = (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.ConstraintException)
+
+
+def _row(event) -> tuple:
+    """The event's column values in ``_ROW_SCHEMAS`` order."""
+    return (
+        event.event_id, event.ts, canonical_prompt(event.prompt), event.annotator_id, event.annotator_kind,
+        orjson.dumps(event.metadata).decode(), *(getattr(event, name) for name in _FIELDS[event.kind]),
+    )
 
 
 def canonical_prompt(prompt: Any) -> str:
@@ -172,7 +172,12 @@ class StoreSink:
 
     def stored_offsets(self, group_id: str) -> dict[tuple[str, int], int]:
         """``(topic, partition) -> next offset`` recorded for ``group_id`` at the latest snapshot."""
-        rows = self.store.transact(lambda con: con.execute(_STORED_OFFSETS_SQL, [group_id]).fetchall(), what="read offsets")
+        # Its own connection: the store's writer may be busy landing a batch on another thread.
+        con = self.store.write()
+        try:
+            rows = retrying(lambda: con.execute(_STORED_OFFSETS_SQL, [group_id]).fetchall(), what="read offsets")
+        finally:
+            con.close()
         return {(t, p): o for t, p, o in rows}
 
     def reset_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
@@ -190,34 +195,35 @@ class StoreSink:
         return self.write(self.prepare(batch), group_id=group_id)
 
     def prepare(self, batch: RawBatch) -> PreparedBatch:
-        """Validate every message; no store access."""
-        keep: list[int] = []
-        kinds: list[str] = []
-        values: list[bytes] = []
-        prompts: list[str] = []
-        stamps: list[Any] = []
-        retries: list[bool] = []
+        """Validate every message and lay out its columns; no store access."""
+        tuples: dict[str, list[tuple]] = {kind: [] for kind in _FIELDS}
+        retries: dict[str, list[bool]] = {kind: [] for kind in _FIELDS}
+        rows: dict[str, list[int]] = {kind: [] for kind in _FIELDS}
         dead: list[int] = []
         reasons: list[str] = []
         seen: set[str] = set()
         for i, raw in enumerate(batch.values):
-            event, raw_is_current = parse_raw(raw, self.max_bytes)
+            event, _ = parse_raw(raw, self.max_bytes)
             if type(event) is Rejected:
                 dead.append(i)
                 reasons.append(event.reason)
                 continue
-            retries.append(event.event_id in seen)
+            try:
+                row = _row(event)
+            except (TypeError, ValueError) as exc:  # e.g. metadata holding an integer beyond 64 bits
+                dead.append(i)
+                reasons.append(f"cannot store the event: {exc}")
+                continue
+            tuples[event.kind].append(row)
+            rows[event.kind].append(i)
+            retries[event.kind].append(event.event_id in seen)
             seen.add(event.event_id)
-            keep.append(i)
-            kinds.append(event.kind)
-            stamps.append(event.ts)
-            prompts.append(canonical_prompt(event.prompt))
-            # Upcast events, and ones whose unknown fields moved into metadata, are re-serialised.
-            values.append(raw if raw_is_current else event.__pydantic_serializer__.to_json(event))
-        events = pl.DataFrame(
-            {"kind": kinds, "value": values, "prompt_json": prompts, "ts": stamps, "retry": retries, **_where(batch, keep)},
-            schema=_EVENTS_SCHEMA,
-        )
+        events = {
+            kind: pl.DataFrame(tuples[kind], schema=_ROW_SCHEMAS[kind], orient="row").with_columns(
+                pl.Series("retry", retries[kind], pl.Boolean), *(pl.Series(k, v, _WHERE[k]) for k, v in _where(batch, rows[kind]).items())
+            )
+            for kind in _FIELDS
+        }
         dead_frame = pl.DataFrame(
             {"raw": [batch.values[i] for i in dead], "reason": reasons, "key": _pick(batch.keys, dead), **_where(batch, dead)},
             schema=_DEAD_SCHEMA,
@@ -234,38 +240,8 @@ class StoreSink:
         Rows below the stored next offset of their partition are dropped and the new next
         offsets stored. Returns the counts and the next offsets written, which the caller
         then commits to Kafka.
-
-        A document that pydantic accepted but DuckDB cannot read would otherwise fail the
-        same batch forever; such rows are found, moved to dead letters with DuckDB's
-        reason, and the rest is written, still in one transaction.
         """
-        try:
-            return self.store.transact(lambda con: self._write(con, prepared, group_id), what="land batch")
-        except _DATA_ERRORS:
-            unreadable = self._rows_duckdb_rejects(prepared.events)
-            if not unreadable:
-                raise
-            moved = _move_to_dead(prepared, unreadable)
-            return self.store.transact(lambda con: self._write(con, moved, group_id), what="land batch")
-
-    def _rows_duckdb_rejects(self, events: pl.DataFrame) -> dict[int, str]:
-        """Try each event alone in a rolled-back transaction; return the ones that fail."""
-        con = self.store.write()
-        rejected = {}
-        try:
-            for i in range(events.height):
-                row = events.slice(i, 1)
-                with _registered(con, batch_events=row):
-                    con.execute("BEGIN TRANSACTION")
-                    try:
-                        con.execute(_INSERT_SQL[row["kind"][0]]).fetchall()
-                    except _DATA_ERRORS as exc:
-                        rejected[i] = f"store rejected the event: {str(exc).splitlines()[0]}"
-                    finally:
-                        con.execute("ROLLBACK")
-        finally:
-            con.close()
-        return rejected
+        return self.store.transact(lambda con: self._write(con, prepared, group_id), what="land batch")
 
     def _write(self, con, prepared: PreparedBatch, group_id: str) -> tuple[LandCounts, dict[tuple[str, int], int]]:
         counts = LandCounts()
@@ -274,16 +250,17 @@ class StoreSink:
         if next_offsets:
             stored = {(t, p): o for t, p, o in con.execute(_STORED_OFFSETS_SQL, [group_id]).fetchall()}
             if any(stored.get(tp, 0) > 0 for tp in next_offsets):
-                events, dead, counts.replayed = _drop_landed(stored, events, dead)
+                kinds = list(events)
+                *kept, counts.replayed = _drop_landed(stored, *events.values(), dead)
+                events, dead = dict(zip(kinds, kept[:-1])), kept[-1]
                 next_offsets = {tp: o for tp, o in next_offsets.items() if o > stored.get(tp, 0)}
-        with _registered(con, batch_events=events, batch_dead=dead):
-            for kind in _SHAPES:
-                rows = events.filter(pl.col("kind") == kind)
-                if rows.height:
+        with _registered(con, batch_dead=dead, **{f"batch_{kind}": frame for kind, frame in events.items()}):
+            for kind, frame in events.items():
+                if frame.height:
                     con.execute(_INSERT_SQL[kind])
-                    retries = int(rows["retry"].sum())
+                    retries = int(frame["retry"].sum())
                     counts.duplicates += retries
-                    setattr(counts, kind, rows.height - retries)
+                    setattr(counts, kind, frame.height - retries)
             if dead.height:
                 con.execute(_DEAD_SQL)
                 counts.dead_letters = dead.height
@@ -316,15 +293,6 @@ def _where(batch: RawBatch, rows: list[int]) -> dict[str, list]:
         "offset": _pick(batch.offsets, rows),
         "source": _pick(batch.sources, rows),
     }
-
-
-def _move_to_dead(prepared: PreparedBatch, rows: dict[int, str]) -> PreparedBatch:
-    index = pl.Series("i", list(rows), dtype=pl.UInt32)
-    moved = prepared.events[index].select(
-        pl.col("value").alias("raw"), pl.Series("reason", list(rows.values())), pl.lit(None, pl.Binary).alias("key"), *_WHERE
-    )
-    kept = prepared.events.with_row_index("i").filter(~pl.col("i").is_in(index)).drop("i")
-    return PreparedBatch(kept, pl.concat([prepared.dead, moved]), prepared.next_offsets)
 
 
 def _drop_landed(stored: dict[tuple[str, int], int], *frames: pl.DataFrame):

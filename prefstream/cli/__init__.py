@@ -25,10 +25,19 @@ COMMANDS = {
     "ingest": "ingest_cmd:ingest",
     "ingest-file": "ingest_cmd:ingest_file",
     "schema": "schema_cmd:schema",
+    "status": "store_cmd:status",
+    "query": "store_cmd:query",
+    "store": "store_cmd:store",
     "audit": "audit_cmd:audit",
     "export": "export_cmd:export",
     "tiny-model": "train_cmd:tiny_model",
     "train": "train_cmd:train",
+    "generate": "generate_cmd:generate",
+    "judge": "judge_cmd:judge",
+    "compare": "compare_cmd:compare",
+    "runs": "runs_cmd:runs",
+    "lineage": "lineage_cmd:lineage",
+    "round": "round_cmd:round_group",
 }
 
 
@@ -64,17 +73,19 @@ class LazyGroup(click.Group):
 )
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
-    """Stream LLM feedback from Kafka into DuckDB, audit it, export preference sets, train.
+    """Stream LLM feedback from Kafka into a DuckLake store, audit it, export preference sets, train.
 
     \b
     The path, one command a step:
       prefstream broker                 a local Kafka-protocol broker (tansu) for trying it out
       prefstream simulate               realistic thumbs / pairwise telemetry, with planted biases
-      prefstream ingest / ingest-file   exactly-once landing into a DuckDB file
+      prefstream ingest / ingest-file   exactly-once landing into the store (--store DIR or a catalog URL)
+      prefstream status / query         what landed, lag per partition, read-only SQL on a snapshot
       prefstream audit                  agreement, annotator reliability, bias, expectations, gate
-      prefstream export kto|dpo|ipo     TRL-column datasets with a lineage manifest
-      prefstream train dpo|ipo|kto      built-in trainers on torch + transformers
-    Run `prefstream demo` for the first three steps end to end on this machine.
+      prefstream export kto|dpo|...     TRL-column datasets with a lineage manifest
+      prefstream train dpo|ipo|kto|...  built-in trainers on torch + transformers
+      prefstream generate / judge / compare / round / lineage / runs   the next round
+    Run `prefstream demo` for the whole path on this machine.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ctx.obj = load_config(config_path)  # commands read their table with prefstream.config.section

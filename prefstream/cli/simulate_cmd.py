@@ -58,6 +58,13 @@ def simulate(n, seed, out, bootstrap, topic, annotators, raters_per_item, pairwi
         progress.done()
         click.echo(f"wrote {n} messages to {out}")
     else:
+        from prefstream.ingest.produce import topic_exists
+
+        if not topic_exists(bootstrap, topic):
+            click.echo(f"topic {topic} does not exist on {bootstrap}: creating it with 1 partition (create it first for more)", err=True)
+            from prefstream.ingest.broker import create_topic
+
+            create_topic(bootstrap, topic, 1)
         sent = produce(bootstrap, topic, run(config), on_sent=lambda i: progress.show(f"sent {i}/{n}"))
         progress.done()
         click.echo(f"sent {sent} messages to {topic} at {bootstrap}")
