@@ -1,4 +1,4 @@
-"""The whole path through the CLI: simulate -> ingest-file -> export (gate) -> train -> final/.
+"""The whole path through the CLI: simulate -> ingest-file -> audit -> export (gate) -> train -> final/.
 
 The simulator's good answers ("Sure! To ...") and bad ones ("Sorry, ...") differ in a
 pattern a tiny model can learn, and their lengths are independent of quality, so the
@@ -17,18 +17,18 @@ from prefstream.tests.train_helpers import shared_tiny_model
 
 
 @pytest.fixture(scope="module")
-def audited_db(tmp_path_factory):
+def audited_store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("e2e")
     runner = CliRunner()
-    events, db = folder / "events.jsonl", folder / "feedback.duckdb"
+    events, store = folder / "events.jsonl", folder / "store"
     for args in (
         ["simulate", "--n", "1800", "--seed", "21", "--chat-share", "0.3", "--out", str(events)],
-        ["ingest-file", str(events), "--db", str(db)],
-        ["audit", "--db", str(db)],
+        ["ingest-file", str(events), "--store", str(store)],
+        ["audit", "--store", str(store)],
     ):
         result = runner.invoke(main, args)
         assert result.exit_code == 0, (args, result.output)
-    return folder, db
+    return folder, store
 
 
 def metrics(run_dir):
@@ -37,12 +37,12 @@ def metrics(run_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dpo", "ipo", "kto"])
-def test_simulated_feedback_trains_a_model_that_prefers_the_good_answers(audited_db, tmp_path_factory, kind):
-    folder, db = audited_db
+def test_simulated_feedback_trains_a_model_that_prefers_the_good_answers(audited_store, tmp_path_factory, kind):
+    folder, store = audited_store
     model = shared_tiny_model(tmp_path_factory)
     export_dir, run_dir = folder / f"export-{kind}", folder / f"run-{kind}"
     runner = CliRunner()
-    exported = runner.invoke(main, ["export", kind, "--db", str(db), "--out", str(export_dir), "--eval-fraction", "0.2", "--reuse-report"])
+    exported = runner.invoke(main, ["export", kind, "--store", str(store), "--out", str(export_dir), "--eval-fraction", "0.2", "--reuse-report"])
     assert exported.exit_code == 0, exported.output
     manifest = json.loads((export_dir / "manifest.json").read_text())
     assert manifest["quality"]["passed"] is True and manifest["prompt_format"] == "conversational"

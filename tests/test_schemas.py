@@ -43,6 +43,46 @@ def test_valid_pairwise_chat_prompt():
     assert event.ts.utcoffset().total_seconds() == 7200
 
 
+CHAT_VARIANTS = {
+    "text parts": [{"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]}],
+    "name": [{"role": "user", "name": "alice", "content": "Hi"}],
+    "tool call": [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "-3C"},
+    ],
+    "image part": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}],
+    "unknown message key": [{"role": "user", "content": "Hi", "x_trace": "abc"}],
+}
+
+
+@pytest.mark.parametrize("variant", list(CHAT_VARIANTS))
+def test_chat_messages_as_chat_apis_send_them_are_valid(variant):
+    event = parse(raw({**THUMBS, "prompt": CHAT_VARIANTS[variant]}))
+    assert isinstance(event, ThumbsEvent), event
+
+
+def test_chat_messages_are_stored_as_sent_with_canonical_hashes(tmp_path):
+    from prefstream.tests.store_helpers import land, query
+
+    messages = [{**THUMBS, "event_id": f"v{i}", "prompt": prompt} for i, prompt in enumerate(CHAT_VARIANTS.values())]
+    # The same prompt with its keys in another order and different spacing is the same item.
+    reordered = [{"content": "Hi", "name": "alice", "role": "user"}]
+    messages.append({**THUMBS, "event_id": "v-reordered", "prompt": reordered})
+    store = land(tmp_path, messages, expect_all_valid=True)
+    rows = dict(query(store, "SELECT event_id, prompt::VARCHAR FROM thumbs"))
+    for i, prompt in enumerate(CHAT_VARIANTS.values()):
+        expected = [{k: v for k, v in m.items() if v is not None} for m in prompt]
+        assert json.loads(rows[f"v{i}"]) == expected
+    items = dict(query(store, "SELECT event_id, item_id FROM thumbs"))
+    assert items["v-reordered"] == items["v1"]
+
+
+def test_a_judge_model_is_an_annotator_kind():
+    event = parse(raw({**THUMBS, "annotator_kind": "model"}))
+    assert isinstance(event, ThumbsEvent) and event.annotator_kind == "model"
+
+
 def test_unknown_fields_are_kept_in_metadata():
     event = parse(raw({**THUMBS, "metadata": {"app": "web"}, "latency_ms": 812, "locale": "de"}))
     assert isinstance(event, ThumbsEvent)
