@@ -1,24 +1,20 @@
-"""Benchmark: Krippendorff's alpha against the `krippendorff` package, and `prefstream audit` at 1M events.
+"""Benchmark: Krippendorff's alpha against the `krippendorff` package.
 
-    .venv/bin/python bench/agreement.py                      # 1M and 10M annotations, 1M-event audit
-    .venv/bin/python bench/agreement.py --sizes 1000000 --events 200000
+    .venv/bin/python bench/agreement.py                      # 1M and 10M annotations
+    .venv/bin/python bench/agreement.py --sizes 1000000
 
 Each size draws the same data for both implementations, in each one's natural input: a
 long (item, annotator, label) polars frame for prefstream, a dense (raters x units) array
 with NaN for missing for the package; building the inputs is not timed. Both results
 must agree to 1e-6. Where the package's dense arrays would not fit in memory, it says so
-and times the package at the largest size that fits. The audit runs as a child process on a store built once from the
-simulator (cached under --cache), and reports wall time and the child's peak RSS.
+and times the package at the largest size that fits. The whole audit's benchmark is
+bench/audit.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -100,52 +96,10 @@ def bench_alpha(sizes: list[int]) -> None:
                     print(f"{shape:>6} {len(small):>12,} {level:>9} {ours_s:>13.3f} {theirs_s:>15.3f} {theirs_s / ours_s:>7.1f}x  {ours:.6f}")
 
 
-def build_store(path: Path, events: int) -> None:
-    import orjson
-
-    from prefstream.ingest.backfill import ingest_files
-    from prefstream.ingest.simulator import SimConfig, simulate
-    from prefstream.store import open_store
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    jsonl = path.with_suffix(".jsonl")
-    start = time.perf_counter()
-    with jsonl.open("wb") as f:
-        for message in simulate(SimConfig(n=events, seed=0, plant=frozenset({"position", "random"}))):
-            f.write((message if isinstance(message, bytes) else orjson.dumps(message)) + b"\n")
-    con = open_store(path)
-    counts = ingest_files(con, [jsonl])
-    con.close()
-    jsonl.unlink()
-    print(f"built {path} ({counts.landed:,} events) in {time.perf_counter() - start:.0f} s")
-
-
-def bench_audit(events: int, cache: Path) -> None:
-    path = cache / f"audit-{events}.duckdb"
-    if not path.exists():
-        build_store(path, events)
-    command = [sys.executable, "-m", "prefstream.cli", "audit", "--db", str(path), "--json", str(cache / "audit.json"), "--html", str(cache / "audit.html")]
-    start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
-    if result.returncode not in (0, 1):
-        sys.exit(f"audit failed with exit {result.returncode}: {result.stderr.strip()}")
-    print(f"prefstream audit on {events:,} simulated events (exit {result.returncode}, gate {'passed' if result.returncode == 0 else 'failed'}):")
-    print(f"  wall time {wall:.1f} s, peak RSS {peak_mib:,.0f} MiB (whole child process: Python, polars, DuckDB, great_expectations, matplotlib)")
-    print("  " + "\n  ".join(result.stdout.strip().splitlines()[:6]) + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,10000000", help="comma-separated numbers of annotations")
-    parser.add_argument("--events", type=int, default=1_000_000, help="events in the audited store (0: skip the audit)")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/prefstream-bench"), help="where the audit store is built once")
     args = parser.parse_args()
-    # The audit goes first: a child's peak RSS on Linux includes what its parent held when it
-    # forked, so it must start before the alpha runs have allocated their dense arrays.
-    if args.events:
-        bench_audit(args.events, args.cache)
     bench_alpha([int(float(s)) for s in args.sizes.split(",") if s])
 
 

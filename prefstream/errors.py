@@ -19,3 +19,7 @@ class GateFailed(PrefstreamError):
     """The quality gate failed; exports refuse to proceed without --force."""
 
     exit_code = 1
+
+
+class TokenizerError(PrefstreamError):
+    """The model's tokenizer or chat template cannot encode the data (no pad/EOS token, a template that refuses it)."""

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+from prefstream.prep.chat import Form
+
 BATCH_ROWS = 65_536
 
 
-def schema(family: str, conversational: bool) -> pa.Schema:
+def schema(family: str, form: Form) -> pa.Schema:
     """The export's columns and types: TRL's columns first, then the documented extras."""
-    text = MESSAGES if conversational else pa.string()
+    text = form.message_type() if form.conversational else pa.string()
     head = [("prompt", text), ("completion", text), ("label", pa.bool_())] if family == "kto" else [
         ("prompt", text), ("chosen", text), ("rejected", text)
     ]
@@ -60,14 +61,16 @@ def content_hash(kind: str, prompt_format: str, settings: dict, digests: dict[st
     return "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def write_splits(con, target: pa.Schema, directory: Path, fmt: str, fingerprint: str, scratch: Path) -> dict[str, str]:
+def write_splits(con, target: pa.Schema, directory: Path, fmt: str, fingerprint: str, scratch: Path, progress=lambda message: None) -> dict[str, str]:
     """Write train and test into ``directory``; return ``{split: relative file or folder}``.
 
-    ``scratch`` holds intermediate Arrow files (removed by the caller).
+    ``scratch`` holds intermediate Arrow files (removed by the caller); ``progress`` hears
+    the rows written so far, batch by batch.
     """
     if fmt == "jsonl":
         files = {}
         for split in ("train", "test"):
+            progress(f"writing {split}.jsonl")
             path = directory / f"{split}.jsonl"
             quoted = str(path).replace("'", "''")
             con.execute(f"COPY ({_select(target, split)}) TO '{quoted}' (FORMAT json)")
@@ -80,14 +83,23 @@ def write_splits(con, target: pa.Schema, directory: Path, fmt: str, fingerprint:
         for split in ("train", "test"):
             path = directory / f"{split}.parquet"
             with pq.ParquetWriter(path, target) as writer:
-                for batch in con.sql(_select(target, split)).to_arrow_reader(BATCH_ROWS):
-                    writer.write_batch(batch.cast(target))
+                for batch in _batches(con, target, split, progress):
+                    writer.write_batch(batch)
             files[split] = path.name
         return files
-    return _write_hf(con, target, directory, fingerprint, scratch)
+    return _write_hf(con, target, directory, fingerprint, scratch, progress)
 
 
-def _write_hf(con, target: pa.Schema, directory: Path, fingerprint: str, scratch: Path) -> dict[str, str]:
+def _batches(con, target: pa.Schema, split: str, progress):
+    """The split's rows as record batches of the declared types, reporting the count written."""
+    written = 0
+    for batch in con.sql(_select(target, split)).to_arrow_reader(BATCH_ROWS):
+        yield batch.cast(target)
+        written += batch.num_rows
+        progress(f"writing {split}: {written:,} rows")
+
+
+def _write_hf(con, target: pa.Schema, directory: Path, fingerprint: str, scratch: Path, progress) -> dict[str, str]:
     import datasets
     from datasets.table import MemoryMappedTable
 
@@ -96,10 +108,11 @@ def _write_hf(con, target: pa.Schema, directory: Path, fingerprint: str, scratch
         # Arrow IPC stream, the format datasets itself keeps on disk; memory-mapped back below.
         path = scratch / f"{split}.arrow"
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, target) as writer:
-            for batch in con.sql(_select(target, split)).to_arrow_reader(BATCH_ROWS):
-                writer.write_batch(batch.cast(target))
+            for batch in _batches(con, target, split, progress):
+                writer.write_batch(batch)
         # A fixed fingerprint (from the content) keeps state.json identical across runs.
         splits[split] = datasets.Dataset(MemoryMappedTable.from_file(str(path)), fingerprint=f"{fingerprint}-{split}")
+    progress("saving the DatasetDict")
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:

@@ -1,13 +1,17 @@
-"""One export, top to bottom: check the output path, gate, aggregate, pair, balance, split,
-hash, write to a temporary folder beside ``--out``, record, rename into place.
+"""One export, top to bottom: check the output location, pin a snapshot, gate, aggregate,
+pair, balance, split, hash, write beside ``--out``, rename into place, record.
 
-Nothing is half-written: every failure before the final rename leaves the output path as it
-was (the temporary folder is removed), and the rename is atomic on one filesystem.
+The whole export reads ONE snapshot of the store (``store.read``): ingest may keep landing
+feedback meanwhile, and ``snapshot=N`` reproduces an earlier export byte for byte. Nothing is
+half-written: every failure before the final rename leaves the output path as it was (the
+staging folder is removed), and the ``exports`` row is written after the rename, which is
+undone if recording fails.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import uuid
@@ -18,44 +22,50 @@ import duckdb
 
 from prefstream import __version__
 from prefstream.errors import PrefstreamError
-from prefstream.prep import aggregate, dataset, lineage, pairs, splits
+from prefstream.prep import aggregate, chat, dataset, lineage, pairs, splits
 from prefstream.prep.gate import reliabilities, run_gate
 from prefstream.prep.kto_weights import recommended_weights
 from prefstream.prep.settings import ExportSettings, Output
-
-DROP_REASONS = {
-    "identical_responses": "the pair's two responses are the same text",
-    "only_ties": "every annotator judged the pair a tie",
-    "no_reliable_votes": "every vote came from annotators with reliability 0 (--weighting reliability)",
-    "tie": "the (weighted) votes for the two sides are equal",
-    "low_agreement": "the winning share of annotators is below --min-agreement",
-    "unpaired": "--include-thumbs: no opposite-rated response to the same prompt left (or over --max-pairs-per-prompt)",
-    "already_compared": "--include-thumbs: the same two responses were also compared pairwise (that judgement is used)",
-    "length_balance": "--balance-length: dropped so the longer response wins half the pairs",
-}
+from prefstream.store import Store, snapshot_of
+from prefstream.store.lake import first_line
 
 
-def export(con, settings: ExportSettings, output: Output, progress=lambda message: None) -> dict:
-    """Run one export into ``output.out``; return its manifest (also written as ``manifest.json``)."""
-    out = _check_out(con, output)
-    _check_window(con, settings)
-    quality, report = run_gate(con, settings, output, progress)
-    previous = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    if output.memory_limit:
+def export(store: Store, settings: ExportSettings, output: Output, *, snapshot: int | None = None, progress=lambda message: None) -> dict:
+    """Export ``snapshot`` of ``store`` (default: the current one) into ``output.out``; return the manifest.
+
+    The manifest is also written as ``manifest.json`` and recorded in the ``exports`` table.
+    """
+    out = _check_out(store, output)
+    with _Staging(out) as staging:  # made first: an unwritable location fails before any work
+        con = store.read(snapshot)
         try:
-            con.execute(f"SET memory_limit = '{output.memory_limit.replace(chr(39), '')}'")
-        except duckdb.Error as exc:
-            raise PrefstreamError(f"--memory-limit {output.memory_limit!r}: {str(exc).splitlines()[0]} (e.g. 512MB, 2GB)") from None
-    try:
-        return _export(con, settings, output, out, quality, report, progress)
-    finally:
-        aggregate.drop_temp(con)
-        if output.memory_limit:  # DuckDB prints limits rounded, so this restores the previous one approximately
-            con.execute(f"SET memory_limit = '{previous}'")
+            con.execute("SET temp_directory = ?", [str(staging.scratch)])  # spills stay beside the export, and go with it
+            con.execute("SET enable_progress_bar = false")  # progress is ours to report (a terminal line), not DuckDB's bar on stdout
+            if output.memory_limit:
+                con.execute("SET memory_limit = ?", [output.memory_limit])
+            manifest, form = _export(store, con, settings, output, progress)
+            progress(f"writing {manifest['rows']['train']:,} train / {manifest['rows']['test']:,} test rows ({output.fmt})")
+            target = dataset.schema(settings.family, form)
+            manifest["files"] = dataset.write_splits(con, target, staging.path, output.fmt, manifest["content_hash"][7:23], staging.scratch, progress)
+        finally:
+            con.close()
+        staging.finish(manifest)
+        staging.publish(lambda: _record(store, manifest, out))
+    return manifest
 
 
-def _export(con, settings: ExportSettings, output: Output, out: Path, quality: dict, report: dict | None, progress) -> dict:
-    window = aggregate.Window(settings.since, settings.until)
+def _export(store: Store, con, settings: ExportSettings, output: Output, progress) -> tuple[dict, chat.Form]:
+    """The manifest (without ``files``) and the texts' form; leaves the rows in ``_prep_export``."""
+    from prefstream.quality import Settings, plausible_sql
+
+    snap = snapshot_of(con)
+    quality_settings = Settings.from_config(output.quality_config)
+    window = aggregate.Window(settings.since, settings.until, plausible_sql(quality_settings))
+    uses_pairwise = settings.family == "dpo" or settings.include_pairwise
+    uses_thumbs = settings.family == "kto" or settings.include_thumbs
+    tables = [t for t, used in (("pairwise", uses_pairwise), ("thumbs", uses_thumbs)) if used]
+    _check_window(con, window, tables)
+    quality, report = run_gate(store, con, snap, settings, output, progress)
     weights = reliabilities(report) if settings.weighting == "reliability" else None
     default_weight = aggregate.register_weights(con, weights)
     vote = {"reliability": weights is not None, "default_weight": default_weight, "min_agreement": settings.min_agreement}
@@ -63,8 +73,6 @@ def _export(con, settings: ExportSettings, output: Output, out: Path, quality: d
     progress("aggregating annotators per item")
     dropped: dict[str, int] = {}
     extra: dict = {}
-    uses_pairwise = settings.family == "dpo" or settings.include_pairwise
-    uses_thumbs = settings.family == "kto" or settings.include_thumbs
     if uses_pairwise:
         aggregate.aggregate_pairs(con, window, **vote)
         dropped |= aggregate.drop_counts(con, "_prep_pairs", aggregate.PAIR_REASONS, "pairwise")
@@ -79,7 +87,6 @@ def _export(con, settings: ExportSettings, output: Output, out: Path, quality: d
             progress("balancing length")
             dropped["length_balance"] = pairs.balance_length(con, settings.seed)
         extra["length"]["exported"] = pairs.length_stats(con)
-        extra["length"]["longer_wins"] = extra["length"]["exported"]["longer_wins"]
     else:
         dropped |= aggregate.drop_counts(con, "_prep_thumbs", aggregate.THUMBS_REASONS, "thumbs")
         if settings.ties == "keep":
@@ -94,10 +101,11 @@ def _export(con, settings: ExportSettings, output: Output, out: Path, quality: d
             "widen --since / --until, lower --min-agreement, or land more feedback"
         )
 
-    progress(f"splitting {total} rows by prompt")
-    conversational = splits.is_conversational(con)
-    splits.build_export_table(con, settings.family, conversational, settings.eval_fraction, settings.seed)
+    progress(f"splitting {total:,} rows by prompt")
+    form = chat.detect(con, "_prep_rows")
+    splits.build_export_table(con, settings.family, form, settings.eval_fraction, settings.seed)
     counts = splits.split_counts(con)
+    source = lineage.sources(con, [f"_prep_{'pair' if t == 'pairwise' else 'thumb'}_events" for t in tables])
     aggregate.drop_temp(con, keep=("_prep_export",))  # the rows are materialised: free the votes
     for name, figures in counts.items():
         if figures["rows"] == 0:
@@ -108,8 +116,8 @@ def _export(con, settings: ExportSettings, output: Output, out: Path, quality: d
             )
 
     progress("hashing rows")
-    target = dataset.schema(settings.family, conversational)
-    prompt_format = "conversational" if conversational else "plain"
+    target = dataset.schema(settings.family, form)
+    prompt_format = "conversational" if form.conversational else "plain"
     digests = dataset.split_digests(con, target)
     rows = {name: figures["rows"] for name, figures in counts.items()}
     content_hash = dataset.content_hash(settings.kind, prompt_format, settings.as_dict(), digests, rows)
@@ -134,7 +142,12 @@ def _export(con, settings: ExportSettings, output: Output, out: Path, quality: d
         "splits": {name: {**counts[name], "sha256": digests[name]} for name in ("train", "test")},
         "columns": target.names,
         "format": output.fmt,
-        "window": {"since": _iso(settings.since), "until": _iso(settings.until)},
+        "window": {
+            "since": _iso(settings.since),
+            "until": _iso(settings.until),
+            "plausible_ts": {"earliest": quality_settings.earliest().isoformat(), "max_future_hours": quality_settings.max_future_hours},
+            "implausible_ts_excluded": aggregate.implausible_counts(con, window, tables),
+        },
         "filters": {
             "min_agreement": settings.min_agreement,
             "weighting": settings.weighting,
@@ -146,35 +159,32 @@ def _export(con, settings: ExportSettings, output: Output, out: Path, quality: d
         "settings": settings.as_dict(),
         "input": inputs,
         "dropped": dropped,
-        "drop_reasons": {k: v for k, v in DROP_REASONS.items() if any(d.endswith(k) for d in dropped)},
         **extra,
         "quality": quality,
-        "source": lineage.sources(con, [t for t, used in (("pairwise", uses_pairwise), ("thumbs", uses_thumbs)) if used]),
-        "store": {"path": _db_path(con), "schema_version": _schema_version(con)},
+        "source": source,
+        "snapshot": snap,
+        "store": store.location.redacted(),
         "prefstream_version": __version__,
         "created_at": created.isoformat(),
         "content_hash_covers": "settings, kind, prompt_format and every row of each split (per split: sha256 over the sorted md5s of canonical JSON rows); "
-        "not export_id, created_at, quality, source or format",
+        "not export_id, created_at, snapshot, quality, source or format",
     }
-
-    progress(f"writing {rows['train']} train / {rows['test']} test rows ({output.fmt})")
-    _write(con, manifest, target, output, out)
-    return manifest
+    return manifest, form
 
 
-def _check_window(con, settings: ExportSettings) -> None:
+def _check_window(con, window: aggregate.Window, tables: list[str]) -> None:
     """Fail fast (before the audit) when the window holds no feedback of the kinds this export reads."""
-    tables = ["pairwise"] if settings.family == "dpo" else ["thumbs"]
-    tables += ["thumbs"] if settings.include_thumbs else ["pairwise"] if settings.include_pairwise else []
-    params = aggregate.Window(settings.since, settings.until).params()
     # Any event in the window means a current one in it too, unless every one was superseded
-    # by a later event outside it; that rare case ends in the "no rows" check after the gate.
-    found = any(con.execute(f"SELECT EXISTS (SELECT 1 FROM {t} WHERE ts >= ? AND ts < ?)", params).fetchall()[0][0] for t in tables)
+    # by a later event before the window's end; that rare case ends in the "no rows" check.
+    # The raw table answers as well as the deduplicating view (any copy of an event will do), and at once.
+    found = any(
+        con.execute(f"SELECT EXISTS (SELECT 1 FROM {t}_raw WHERE ts >= ? AND ts < ? AND {window.plausible})", window.params()).fetchall()[0][0]
+        for t in tables
+    )
     if not found:
-        what = " or ".join(tables)
         raise PrefstreamError(
-            f"no rows to export: no {what} feedback with ts in [{_iso(settings.since) or 'the beginning'}, "
-            f"{_iso(settings.until) or 'now'}); widen --since / --until or land feedback first"
+            f"no rows to export: no {' or '.join(tables)} feedback with a plausible ts in [{_iso(window.since) or 'the beginning'}, "
+            f"{_iso(window.until) or 'now'}); widen --since / --until or land feedback first"
         )
 
 
@@ -196,10 +206,22 @@ def _class_balance(con) -> dict:
     return {s: {"desirable": int(found.get(s, (0, 0))[0]), "undesirable": int(found.get(s, (0, 0))[1])} for s in ("train", "test")}
 
 
-# ---- output path -------------------------------------------------------------------------------
+def _record(store: Store, manifest: dict, out: Path) -> None:
+    quality = manifest["quality"]
+    row = [
+        manifest["export_id"], manifest["created_at"], manifest["kind"], str(out.resolve()), manifest["content_hash"],
+        manifest["snapshot"], quality["report_id"], quality["passed"], quality["forced"], json.dumps(manifest, sort_keys=True),
+    ]
+    try:
+        store.transact(lambda con: con.execute("INSERT INTO exports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row), what="record the export")
+    except duckdb.Error as exc:
+        raise PrefstreamError(f"cannot record the export in {store.location.redacted()}: {first_line(exc)}; {out} is as it was") from None
 
 
-def _check_out(con, output: Output) -> Path:
+# ---- output location ---------------------------------------------------------------------------
+
+
+def _check_out(store: Store, output: Output) -> Path:
     """The output folder, refused (one line, exit 2) when writing there would surprise the user."""
     out = output.out
     if out.is_symlink():
@@ -217,86 +239,83 @@ def _check_out(con, output: Output) -> Path:
                 f"--out {out} is a non-empty folder that is not a prefstream export (no manifest.json); "
                 "--overwrite only replaces exports: remove it yourself or choose another --out"
             )
-    db = _db_path(con)
-    if db and Path(db).resolve().is_relative_to(out.resolve()):
-        raise PrefstreamError(f"--out {out} contains the database {db}; choose another --out")
+    location = store.location
+    if not location.is_catalog_url and location.directory.resolve().is_relative_to(out.resolve()):
+        raise PrefstreamError(f"--out {out} contains the store {location.directory}; choose another --out")
     return out
 
 
-def _write(con, manifest: dict, target, output: Output, out: Path) -> None:
-    created = [p for p in reversed(out.absolute().parents) if not p.exists()]  # made here, removed on failure
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old: Path | None = None
-    try:
-        scratch = staging / ".scratch"
-        scratch.mkdir()
-        manifest["files"] = dataset.write_splits(con, target, staging, output.fmt, manifest["content_hash"][7:23], scratch)
-        shutil.rmtree(scratch)
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        # The exports row and the rename succeed or fail together: the row commits only after the rename.
-        recorded = _read_write(con)
-        if recorded:
-            con.execute("BEGIN TRANSACTION")
+class _Staging:
+    """A folder beside ``out`` that becomes ``out`` by one rename; removed (with any parents it made) on failure."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.made = [p for p in reversed(out.absolute().parents) if not p.exists()]  # made here, removed on failure
+        self.old: Path | None = None
+
+    def __enter__(self) -> "_Staging":
         try:
-            if recorded:
-                con.execute(
-                    "INSERT INTO exports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        manifest["export_id"], manifest["created_at"], manifest["kind"], str(out.resolve()), manifest["content_hash"],
-                        manifest["quality"]["report_id"], manifest["quality"]["passed"], manifest["quality"]["forced"],
-                        json.dumps(manifest, sort_keys=True),
-                    ],
-                )
-            if out.exists():
-                old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-                out.rename(old)
-            try:
-                staging.rename(out)
-            except BaseException:
-                if old is not None:
-                    old.rename(out)
-                    old = None
-                raise
-            if recorded:
-                con.execute("COMMIT")
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+            # mkdtemp makes the folder private (0700); an export is shared data: follow the umask like every file in it.
+            self.path.chmod(0o777 & ~_umask())
+            self.scratch = self.path / ".scratch"
+            self.scratch.mkdir()
+        except OSError as exc:
+            self._clean()
+            raise PrefstreamError(f"cannot write the export to {self.out}: {exc.strerror or exc}; choose another --out") from None
+        return self
+
+    def finish(self, manifest: dict) -> None:
+        shutil.rmtree(self.scratch)
+        (self.path / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def publish(self, record) -> None:
+        """Rename into place (an earlier export set aside), then ``record()``; undo the rename if that fails."""
+        if self.out.exists():
+            self.old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
+            self.out.rename(self.old)
+        try:
+            self.path.rename(self.out)
         except BaseException:
-            if recorded:
-                con.execute("ROLLBACK")
+            self._restore()
             raise
-    except OSError as exc:
-        _clean(staging, created)
-        raise PrefstreamError(f"cannot write the export to {out}: {exc.strerror or exc}") from None
-    except BaseException:
-        _clean(staging, created)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _clean(staging: Path, created: list[Path]) -> None:
-    shutil.rmtree(staging, ignore_errors=True)
-    for folder in reversed(created):  # deepest first; only the (now empty) folders this export made
         try:
-            folder.rmdir()
-        except OSError:
-            break
+            record()
+        except BaseException:
+            self.out.rename(self.path)
+            self._restore()
+            raise
+        if self.old is not None:
+            shutil.rmtree(self.old, ignore_errors=True)
+
+    def _restore(self) -> None:
+        if self.old is not None:
+            self.old.rename(self.out)
+            self.old = None
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if exc is None:
+            return
+        self._clean()
+        if isinstance(exc, OSError):
+            raise PrefstreamError(f"cannot write the export to {self.out}: {exc.strerror or exc}") from None
+
+    def _clean(self) -> None:
+        if hasattr(self, "path"):
+            shutil.rmtree(self.path, ignore_errors=True)
+        for folder in reversed(self.made):  # deepest first; only the (now empty) folders this export made
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
-def _read_write(con) -> bool:
-    """Whether the store is writable (read-only connections export without an ``exports`` row)."""
-    return not con.execute("SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()").fetchall()[0][0]
-
-
-def _db_path(con) -> str | None:
-    rows = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
-    return rows[0][0] if rows and rows[0][0] else None
-
-
-def _schema_version(con) -> int:
-    from prefstream.store import schema_version
-
-    return schema_version(con)
+def _umask() -> int:
+    # Reading the umask means setting it; set it straight back (there is no read-only call).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _describe(dropped: dict[str, int]) -> str:

@@ -7,7 +7,8 @@ def sources(con, tables: list[str]) -> dict:
     """``{"events", "first_ts", "last_ts", "kafka": [{topic, partition, first_offset, last_offset, events}],
     "files": [{path, first_line, last_line, events}]}`` over the events behind the exported rows.
 
-    ``tables`` are the raw tables the export read (``thumbs``, ``pairwise``).
+    ``tables`` hold the current events the export read, with their source columns
+    (``_prep_pair_events`` / ``_prep_thumb_events``).
     """
     used = " UNION ALL ".join(
         f"""SELECT ts, topic, "partition", "offset", source FROM {table} SEMI JOIN (SELECT unnest(source_event_ids) AS event_id FROM _prep_export) USING (event_id)"""

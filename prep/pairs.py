@@ -15,7 +15,7 @@ connection, in SQL:
 
 from __future__ import annotations
 
-from prefstream.prep.aggregate import drop_counts
+from prefstream.prep.aggregate import THUMBS_REASONS, drop_counts
 
 # A pair made from thumbs gets the sink's pair_id formula (prompt + the unordered pair), so
 # it is recognised when the same two responses were also compared head to head.
@@ -56,7 +56,7 @@ def dpo_rows(con, *, include_thumbs: bool, max_pairs_per_prompt: int, seed: int)
     items = con.execute("SELECT count(*) FROM _prep_thumbs WHERE drop_reason IS NULL").fetchall()[0][0]
     paired, compared = con.execute("SELECT count(*), count(*) FILTER (WHERE compared) FROM _prep_thumb_pairs").fetchall()[0]
     return {
-        **drop_counts(con, "_prep_thumbs", ("no_reliable_votes", "tie", "low_agreement"), "thumbs"),
+        **drop_counts(con, "_prep_thumbs", THUMBS_REASONS, "thumbs"),
         "thumbs_unpaired": int(items - 2 * paired),
         "thumbs_already_compared": int(compared),
     }

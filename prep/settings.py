@@ -11,10 +11,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import duckdb
+
 from prefstream.errors import PrefstreamError
 from prefstream.times import parse_time
 
-KINDS = ("dpo", "ipo", "kto")
+# SimPO and ORPO train on the same pairs as DPO and IPO (TRL's CPO / ORPO trainers read these columns).
+PAIR_KINDS = ("dpo", "ipo", "simpo", "orpo")
+KINDS = (*PAIR_KINDS, "kto")
 FORMATS = ("hf", "parquet", "jsonl")
 
 
@@ -31,7 +35,7 @@ class ExportSettings:
     half of the pairs of unequal length.
     """
 
-    kind: Literal["dpo", "ipo", "kto"]
+    kind: Literal["dpo", "ipo", "simpo", "orpo", "kto"]
     eval_fraction: float = 0.1
     seed: int = 0
     since: datetime | None = None
@@ -72,7 +76,7 @@ class ExportSettings:
 
     @property
     def family(self) -> str:
-        """``kto`` (unpaired rows) or ``dpo`` (pairs; IPO uses the same rows)."""
+        """``kto`` (unpaired rows) or ``dpo`` (pairs; IPO, SimPO and ORPO use the same rows)."""
         return "kto" if self.kind == "kto" else "dpo"
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,14 +88,13 @@ class ExportSettings:
 class Output:
     """Where and how to write, and how to treat the quality gate (none of it is hashed).
 
-    ``report_id`` cites a stored report (refused when stale: another window, different gate
-    settings, or feedback landed after it); ``reuse_report`` takes the latest stored report
-    when it is fresh and audits again otherwise. ``skip_gate`` exists for benchmarks and
-    library callers that gate elsewhere; the CLI never sets it, and the manifest says so.
-    ``memory_limit`` bounds DuckDB's memory while aggregating and writing (DuckDB spills to
-    a temporary folder beside the database beyond it), so peak memory does not grow with the
-    number of events. It is a setting of the whole DuckDB instance: the CLI sets it on its own
-    connection; library callers opt in (the previous limit is restored, as DuckDB rounds it).
+    The gate reuses the newest stored report that covers the export's snapshot and window
+    and audits otherwise; ``report_id`` insists on one report (refused when it does not
+    cover them). ``force`` exports although the gate fails, and ``force_reason`` is recorded
+    either way. ``skip_gate`` exists for benchmarks and library callers that gate elsewhere;
+    the CLI never sets it, and the manifest says so. ``memory_limit`` bounds DuckDB's memory
+    while aggregating and writing (beyond it DuckDB spills to a temporary folder), so peak
+    memory does not grow with the number of events.
     """
 
     out: Path
@@ -100,10 +103,9 @@ class Output:
     force: bool = False
     force_reason: str | None = None
     report_id: str | None = None
-    reuse_report: bool = False
     skip_gate: bool = False
     quality_config: dict = field(default_factory=dict)
-    memory_limit: str | None = None  # e.g. "512MB": DuckDB's memory during prep (the CLI's default); None leaves it
+    memory_limit: str | None = None  # e.g. "512MB": DuckDB's memory during prep (the CLI's default); None leaves DuckDB's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -111,5 +113,16 @@ class Output:
             raise PrefstreamError(f"--format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
         if self.force_reason and not self.force:
             raise PrefstreamError("--force-reason needs --force")
-        if self.report_id and self.reuse_report:
-            raise PrefstreamError("give --report-id or --reuse-report, not both")
+        if self.memory_limit is not None:
+            _check_memory_limit(self.memory_limit)
+
+
+def _check_memory_limit(value: str) -> None:
+    # DuckDB itself is the judge of what it accepts (units, percentages): ask a throwaway instance.
+    con = duckdb.connect()
+    try:
+        con.execute("SET memory_limit = ?", [value])
+    except duckdb.Error as exc:
+        raise PrefstreamError(f"--memory-limit {value!r}: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()

@@ -347,3 +347,54 @@ def _require(frame: pl.DataFrame, columns: tuple[str, ...]) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"frame needs columns {', '.join(columns)}; missing {', '.join(missing)}")
+
+
+# --- From item patterns ---------------------------------------------------------------
+
+
+def pattern_counts(patterns: np.ndarray, values: np.ndarray) -> Counts:
+    """``Counts`` whose "items" are label-count patterns: ``patterns[p, v]`` is how often label
+    ``values[v]`` occurs on every item of pattern ``p``.
+
+    Alpha (nominal) and Fleiss' kappa see an item only through its label counts, so items
+    with the same counts are interchangeable: the store groups them (one row per pattern
+    with its multiplicity) and the statistics weight each pattern by it. Exact, and the
+    memory no longer grows with the number of items.
+    """
+    p, v = np.nonzero(patterns)
+    return Counts(item=p.astype(np.int64), value=v.astype(np.int64), count=patterns[p, v].astype(np.float64), values=np.asarray(values), n_items=len(patterns))
+
+
+def pattern_agreement(counts: Counts, multiplicity: np.ndarray, *, n_boot: int, seed: int, confidence: float = 0.95) -> dict:
+    """Nominal alpha, its percentile bootstrap interval over items, and Fleiss' kappa, from item
+    patterns (see :func:`pattern_counts`) and how many items share each.
+
+    Resampling N items uniformly draws each pattern Multinomial(N, multiplicity / N) times,
+    so the bootstrap is exact and O(patterns) per replicate. NaN figures come with an
+    :class:`AgreementWarning`, as everywhere in this module.
+    """
+    multiplicity = np.asarray(multiplicity, dtype=np.float64)
+    parts = _prepare_alpha(counts, "nominal")
+    alpha = _alpha_prepared(parts, multiplicity)
+    fleiss = _fleiss_prepared(counts, multiplicity)
+    ci = (math.nan, math.nan)
+    if math.isfinite(alpha) and n_boot > 0:
+        rng = np.random.default_rng(seed)
+        total = int(multiplicity.sum())
+        share = multiplicity / multiplicity.sum()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AgreementWarning)
+            draws = np.array([_alpha_prepared(parts, rng.multinomial(total, share).astype(np.float64)) for _ in range(n_boot)])
+        draws = draws[np.isfinite(draws)]
+        if draws.size:
+            tail = (1.0 - confidence) / 2.0 * 100.0
+            ci = tuple(float(x) for x in np.percentile(draws, [tail, 100.0 - tail]))
+    return {"alpha": alpha, "alpha_ci": ci, "fleiss_kappa": fleiss}
+
+
+def pair_pattern_kappa(confusion: np.ndarray, labels: tuple[str, str] = ("a", "b")) -> float:
+    """Cohen's kappa (nominal) from a K x K table of (label of a, label of b) counts over shared items."""
+    k = confusion.shape[0]
+    a, b = np.divmod(np.flatnonzero(confusion.ravel()), k)
+    pair = _PairLabels(np.arange(len(a)), a, b, k, len(a))
+    return _cohen_prepared(pair, None, confusion[a, b].astype(np.float64), *labels)

@@ -25,7 +25,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px;padding-bot
 .card.bad{border-color:#cf222e;background:#fff5f5}.card.bad b{color:#cf222e}
 table{border-collapse:collapse;width:100%;font-size:13px;margin:8px 0}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eaeef2}th{background:#f6f8fa}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .flag{display:inline-block;background:#ffebe9;color:#cf222e;border-radius:10px;padding:0 8px;margin:1px 2px;font-size:12px}
 .ok{color:#1a7f37}.bad{color:#cf222e}.note{color:#57606a;font-size:13px}
 figure{margin:8px 0}figure svg{max-width:100%;height:auto}
@@ -41,12 +41,14 @@ def render_html(report: dict) -> str:
         _header(report),
         _verdict(report),
         _cards(report),
+        _judges(report),
         _annotators(report),
         _position(report),
         _length(report),
         _labels_over_time(report),
         _agreement(report),
         _hygiene(report),
+        _timestamps(report),
         _expectations(report),
         _missing(report),
         _settings(report),
@@ -64,7 +66,7 @@ def _header(report: dict) -> str:
     c = report["counts"]
     return (
         "<h1>Feedback quality report</h1>"
-        f"<div class=meta>report <b>{escape(report.get('report_id') or 'not stored')}</b> · {escape(report['created_at'][:19])} UTC · "
+        f"<div class=meta>report <b>{escape(report.get('report_id') or 'not stored')}</b> · snapshot {report['snapshot']} · {escape(report['created_at'][:19])} UTC · "
         f"{escape(window)} · {c['thumbs']['annotations']:,} thumbs, {c['pairwise']['annotations']:,} pairwise judgements · "
         f"prefstream {escape(report['prefstream_version'])}</div>"
     )
@@ -74,7 +76,7 @@ def _verdict(report: dict) -> str:
     gate = report["gate"]
     if gate["passed"]:
         return "<div class='verdict pass'><h2>✔ Gate passed: this feedback may be exported for training</h2></div>"
-    items = "".join(f"<li>{escape(f)}</li>" for f in gate["failures"])
+    items = "".join(f"<li><b>{escape(f['check'])}</b>: {escape(f['message'])}<br><small>remedy: {escape(f['remedy'])}</small></li>" for f in gate["failures"])
     return f"<div class='verdict fail'><h2>✘ Gate failed: {len(gate['failures'])} problem(s) to fix before training</h2><ul>{items}</ul></div>"
 
 
@@ -85,10 +87,10 @@ def _cards(report: dict) -> str:
         alpha = a[kind]["alpha"]
         cards.append(_card(f"{kind} agreement (α)", "—" if alpha is None else f"{alpha:.2f}", alpha is not None and alpha < g["min_alpha"]))
     flagged = report["flagged_annotators"]
-    cards.append(_card("unreliable annotators", f"{len(flagged['annotators'])} of {len(report['annotators'])}", bool(flagged["share"] and flagged["share"] > g["max_flagged_share"])))
-    lb = b["length_bias"]
-    coef = "—" if lb.get("coef") is None else f"{lb['coef']:+.2f}"
-    cards.append(_card(f"length effect beyond consensus (longer won {_pct(lb.get('longer_won_share'))})", coef, lb["flagged"]))
+    cards.append(_card("unreliable annotators", f"{flagged['count']:,} of {report['annotator_summary']['total']:,}", bool(flagged["share"] and flagged["share"] > g["max_flagged_share"])))
+    skew, taste = b["length_skew"], b["length_taste"]
+    cards.append(_card("longer response won (length_skew)", _pct(skew.get("longer_won_share")), skew["flagged"]))
+    cards.append(_card("length effect beyond quality (length_taste)", "—" if taste.get("coef") is None else f"{taste['coef']:+.2f}", taste["flagged"]))
     pb = b["position_bias"]
     cards.append(_card("first-shown response won", _pct(pb.get("first_shown_rate"), 1), pb["flagged"]))
     li = b["label_imbalance"]
@@ -114,14 +116,18 @@ def _annotators(report: dict) -> str:
         t, p = a.get("thumbs", {}), a.get("pairwise", {})
         flags = "".join(f"<span class=flag>{escape(f)}</span>" for f in a["flags"]) or "<span class=ok>—</span>"
         rows.append(
-            f"<tr><td>{escape(a['annotator_id'])}</td><td class=num>{a['volume']['total']:,}</td>"
+            f"<tr><td>{escape(a['annotator_id'])}</td><td>{a['judge']}</td><td class=num>{a['volume']['total']:,}</td>"
             f"<td class=num>{_num(a['reliability'])}</td><td class=num>{_pct(t.get('agreement'))}</td><td class=num>{_pct(p.get('agreement'))}</td>"
             f"<td class=num>{_pct(t.get('up_rate'))}</td><td class=num>{_pct(p.get('first_shown_rate'))}</td><td>{flags}</td></tr>"
         )
     plotted = sorted(ordered[:MAX_PLOTTED], key=lambda a: (a["reliability"] is None, -(a["reliability"] or 0), a["annotator_id"]))
+    summary = report["annotator_summary"]
+    tail = summary.get("tail")
     more = (
-        f"<p class=note>Showing {len(ordered)} of {len(annotators)} annotators (flagged first, then by volume); the JSON report has all.</p>"
-        if len(annotators) > len(ordered) or len(ordered) > MAX_PLOTTED
+        f"<p class=note>Showing {len(ordered)} of {summary['total']:,} annotators (flagged first, then by volume). "
+        + (f"The other {tail['annotators']:,} gave {tail['labels']:,} labels (median {tail['labels_per_annotator_median']:g} each); "
+           f"{tail['flagged']:,} of them are flagged; median reliability {_num(tail['reliability'].get('p50'))}.</p>" if tail else "</p>")
+        if summary["total"] > len(ordered) or len(ordered) > MAX_PLOTTED
         else ""
     )
     return (
@@ -129,8 +135,8 @@ def _annotators(report: dict) -> str:
         "<p class=note>Reliability is the Dawid-Skene estimate of how well an annotator's labels track the latent truth "
         "(0 = no better than chance, 1 = perfect). Agreement is the share of labels equal to the majority of the <i>other</i> annotators on the same item.</p>"
         f"<figure>{_plot_reliability(plotted)}</figure>{more}"
-        "<table><tr><th>annotator</th><th>labels</th><th>reliability</th><th>agrees (thumbs)</th><th>agrees (pairwise)</th>"
-        "<th>up rate</th><th>first-shown rate</th><th>flags</th></tr>" + "".join(rows) + "</table>"
+        "<table><tr><th>annotator</th><th>judge</th><th class=num>labels</th><th class=num>reliability</th><th class=num>agrees (thumbs)</th>"
+        "<th class=num>agrees (pairwise)</th><th class=num>up rate</th><th class=num>first-shown rate</th><th>flags</th></tr>" + "".join(rows) + "</table>"
     )
 
 
@@ -150,21 +156,57 @@ def _position(report: dict) -> str:
 
 
 def _length(report: dict) -> str:
-    lb = report["bias"]["length_bias"]
-    if not lb.get("histogram"):
-        return f"<h2>Length bias</h2><p class=note>{escape(lb.get('reason', 'not computed'))}</p>"
-    coef = "not estimated: " + escape(lb.get("reason", "")) if lb.get("coef") is None else (
-        f"<b>{lb['coef']:.2f}</b> ± {lb['coef_se']:.2f} (p = {lb['p_value']:.1g}; control: {escape(lb['control'])}; flagged beyond ±{report['settings']['gate']['max_length_coef']})"
+    skew, taste = report["bias"]["length_skew"], report["bias"]["length_taste"]
+    if not skew.get("histogram"):
+        return f"<h2>Length</h2><p class=note>{escape(skew.get('reason', 'not computed'))}</p>"
+    g = report["settings"]["gate"]
+    ci = skew.get("longer_won_ci")
+    share = (f"The longer response won <b>{_pct(skew.get('longer_won_share'), 1)}</b> of {skew['n_unequal']:,} decided pairs of unequal length"
+             + (f" (95% CI {_pct(ci[0], 1)}–{_pct(ci[1], 1)}; band {_pct(g['min_longer_share'])}–{_pct(g['max_longer_share'])})" if ci else "")
+             + f"; chosen responses were on average <b>{skew['mean_length_diff']:+.0f}</b> characters longer than rejected ones. "
+             "Whatever its cause, DPO learns this: <code>length_skew</code> gates pair exports unless <code>--balance-length</code>.")
+    coef = "not estimated: " + escape(taste.get("reason", "")) if taste.get("coef") is None else (
+        f"<b>{taste['coef']:.2f}</b> ± {taste['coef_se']:.2f} (p = {taste['p_value']:.1g}; control: {escape(taste['control'])}; flagged beyond ±{g['max_length_coef']})"
     )
-    text = (
-        f"The longer response won <b>{_pct(lb.get('longer_won_share'))}</b> of {lb['n_unequal']:,} decided pairs of unequal length; "
-        f"chosen responses were on average <b>{lb['mean_length_diff']:+.0f}</b> characters longer than rejected ones. "
-        "Good answers are often longer, so these raw figures mix quality with length. The flag rests on the length coefficient of a logistic "
-        "regression that also knows the other annotators' verdict on the same pair and the order shown (in the spirit of length-controlled AlpacaEval): "
-        f"{coef}."
+    text = ("<code>length_taste</code>: do annotators prefer length beyond what quality explains? The length coefficient of a logistic regression "
+            "that also knows the other annotators' verdict on the same pair and the order shown (in the spirit of length-controlled AlpacaEval): " + coef + ".")
+    states = " · ".join(f"{name} " + ("<span class=bad>flagged</span>" if part["flagged"] else "<span class=ok>ok</span>") for name, part in (("length_skew", skew), ("length_taste", taste)))
+    return f"<h2>Length: {states}</h2><p>{share}</p><p>{text}</p><figure>{_plot_length(skew['histogram'])}</figure>"
+
+
+def _judges(report: dict) -> str:
+    rows = []
+    for kind, j in report["judges"].items():
+        if "human" not in j:
+            rows.append(f"<tr><td>{kind}</td><td colspan=5 class=note>{escape(j['note'])}</td></tr>")
+            continue
+        vs = j["human_vs_model"]
+        rows.append(
+            f"<tr><td>{kind}</td><td class=num>{j['human_labels']:,}</td><td class=num>{_num(j['human']['alpha'])}</td><td class=num>{j['model_labels']:,}</td>"
+            f"<td class=num>{_num(j['model']['alpha'])}</td><td class=num>{vs['shared_items']:,}</td><td class=num>{_pct(vs['agreement'])}</td><td class=num>{_num(vs['kappa'])}</td></tr>"
+        )
+    if all("human" not in j for j in report["judges"].values()):
+        return ""
+    return (
+        "<h2>Human and model judges</h2><p class=note>Human judges (annotator_kind user or expert) and model judges (annotator_kind model) apart; "
+        "on items both judged, how often the model judges' majority verdict matches the humans'.</p>"
+        "<table><tr><th>kind</th><th class=num>human labels</th><th class=num>human α</th><th class=num>model labels</th><th class=num>model α</th>"
+        "<th class=num>shared items</th><th class=num>model = humans</th><th class=num>Cohen κ</th></tr>" + "".join(rows) + "</table>"
     )
-    state = "<span class=bad>flagged</span>" if lb["flagged"] else "<span class=ok>not flagged</span>"
-    return f"<h2>Length bias: {state}</h2><p>{text}</p><figure>{_plot_length(lb['histogram'])}</figure>"
+
+
+def _timestamps(report: dict) -> str:
+    t = report["timestamps"]
+    if not t["implausible"]:
+        return ""
+    examples = "".join(
+        f"<tr><td>{kind}</td><td>{escape(e['event_id'])}</td><td>{escape(e['ts'])}</td><td>{escape(e['ingested_at'])}</td></tr>"
+        for kind in ("thumbs", "pairwise") for e in t[kind]["examples"]
+    )
+    return (
+        f"<h2>Implausible timestamps: {t['implausible']:,} left out</h2><p class=note>{escape(t['note'])}</p>"
+        f"<table><tr><th>kind</th><th>event</th><th>ts</th><th>received</th></tr>{examples}</table>"
+    )
 
 
 def _labels_over_time(report: dict) -> str:
@@ -184,7 +226,7 @@ def _labels_over_time(report: dict) -> str:
         "<p class=bad>Drift: " + escape("; ".join(d["reasons"])) + "</p>" if d["reasons"] else "<p class=note>No significant drift by day or model version.</p>"
     )
     models = "".join(f"<tr><td>{escape(r['group'])}</td><td class=num>{r['n']:,}</td><td class=num>{_pct(r['rate'])}</td></tr>" for r in d["thumbs_by_model"])
-    table = f"<table><tr><th>model version</th><th>thumbs</th><th>up rate</th></tr>{models}</table>" if models else ""
+    table = f"<table><tr><th>model version</th><th class=num>thumbs</th><th class=num>up rate</th></tr>{models}</table>" if models else ""
     return f"<h2>Label balance over time</h2><p>{ratio}</p><figure>{_plot_balance(d['thumbs_by_day'], d['pairwise_by_day_first_shown'])}</figure>{drift}{table}"
 
 
@@ -194,14 +236,14 @@ def _agreement(report: dict) -> str:
         ci = f"[{a['alpha_ci'][0]:.2f}, {a['alpha_ci'][1]:.2f}]" if a["alpha_ci"] else "—"
         rows.append(
             f"<tr><td>{kind}</td><td class=num>{a['n']:,}</td><td class=num>{a['n_items']:,}</td><td class=num>{a['n_pairable_items']:,}</td>"
-            f"<td class=num>{a['n_annotators']}</td><td class=num>{_num(a['alpha'])}</td><td class=num>{ci}</td>"
+            f"<td class=num>{a['n_annotators']:,}</td><td class=num>{_num(a['alpha'])}</td><td class=num>{ci}</td>"
             f"<td class=num>{_num(a['fleiss_kappa'])}</td><td class=num>{_num(a['cohen_kappa'])}</td></tr>"
         )
     return (
         "<h2>Inter-annotator agreement</h2><p class=note>Krippendorff's α (nominal; pairwise labels are "
         "which response won, or a tie) with a 95% bootstrap interval over items. Below about 0.4, DPO will fit noise: "
-        "prefer IPO, or collect more overlapping labels.</p><table><tr><th>kind</th><th>labels</th><th>items</th><th>items with ≥2 labels</th>"
-        "<th>annotators</th><th>α</th><th>95% CI</th><th>Fleiss κ</th><th>Cohen κ</th></tr>" + "".join(rows) + "</table>"
+        "prefer IPO, or collect more overlapping labels.</p><table><tr><th>kind</th><th class=num>labels</th><th class=num>items</th><th class=num>items with ≥2 labels</th>"
+        "<th class=num>annotators</th><th class=num>α</th><th class=num>95% CI</th><th class=num>Fleiss κ</th><th class=num>Cohen κ</th></tr>" + "".join(rows) + "</table>"
     )
 
 
@@ -215,10 +257,10 @@ def _hygiene(report: dict) -> str:
         for k in ("thumbs", "pairwise")
     )
     return (
-        "<h2>Duplicates and contradictions</h2><table><tr><th>kind</th><th>events</th><th>current labels</th><th>producer retries</th>"
-        "<th>exact duplicates</th><th>contradictions</th></tr>" + rows + "</table>"
+        "<h2>Duplicates and contradictions</h2><table><tr><th>kind</th><th class=num>events</th><th class=num>current labels</th><th class=num>producer retries</th>"
+        "<th class=num>exact duplicates</th><th class=num>contradictions</th></tr>" + rows + "</table>"
         f"<p class=note>Current labels: the latest per annotator and item (earlier ones were superseded). Exact duplicates: same annotator, item, "
-        f"label and time under another event id. Contradictions: same annotator, item and time, different labels. Dead letters in the store: {dup['dead_letters']:,}.</p>"
+        f"label and time under another event id. Contradictions: same annotator, item and time, different labels. Dead letters received in the window: {report['store_health']['dead_letters']:,}.</p>"
     )
 
 
@@ -240,8 +282,8 @@ def _expectations(report: dict) -> str:
     failed_table = f"<table>{head}{''.join(failed)}</table>" if failed else ""
     passed_table = f"<details><summary>{len(passed)} passing expectations</summary><table>{head}{''.join(passed)}</table></details>" if passed else ""
     return (
-        f"<h2>Expectations: {e['passed']}/{e['evaluated']} passed</h2><p class=note>{escape(e['engine'])} suites on the landed tables "
-        f"(schema, nulls, value sets, non-empty text, timestamps; {e['seconds']:.1f} s).</p>{skipped}{failed_table}{passed_table}"
+        f"<h2>Expectations: {e['passed']}/{e['evaluated']} passed</h2><p class=note>{escape(e['engine'])}: "
+        f"schema, nulls, value sets, non-empty text, unique event ids.</p>{skipped}{failed_table}{passed_table}"
     )
 
 
@@ -249,6 +291,7 @@ def _missing(report: dict) -> str:
     reasons = [f"{k} agreement: {r}" for k, a in report["agreement"].items() for r in a["reasons"] if "Cohen's kappa is for two" not in r]
     reasons += [f"{name.replace('_', ' ')}: {b['reason']}" for name, b in report["bias"].items() if isinstance(b, dict) and b.get("reason")]
     reasons += [c["note"] for c in report["counts"].values() if c.get("note")]
+    reasons += [f"{item['check']}: {item['reason']}" for item in report["gate"]["not_checked"]]
     if not reasons:
         return ""
     return "<h2>What could not be computed</h2><ul>" + "".join(f"<li>{escape(r)}</li>" for r in reasons) + "</ul>"
@@ -295,8 +338,12 @@ def _plot_reliability(annotators: list[dict]) -> str:
     ax.barh(names, values, color=colors, height=0.7)
     for y, a in enumerate(annotators[::-1]):
         label = ", ".join(a["flags"]) if a["flags"] else ("no overlapping labels" if a["reliability"] is None else "")
-        ax.text((a["reliability"] or 0) + 0.01, y, label, va="center", fontsize=8, color=BAD if a["flags"] else MUTED)
-    ax.set_xlim(0, 1.25)
+        value = a["reliability"] or 0.0
+        # The axis is the value's own range, 0..1: labels of long bars go inside them.
+        inside = value > 0.6
+        ax.text(value - 0.01 if inside else value + 0.01, y, label, va="center", ha="right" if inside else "left", fontsize=8,
+                color="white" if inside else (BAD if a["flags"] else MUTED))
+    ax.set_xlim(0, 1)
     ax.set_xlabel("reliability (Dawid-Skene informedness, 0 = chance, 1 = perfect)")
     ax.tick_params(axis="y", labelsize=8)
     return _svg(fig)

@@ -1,7 +1,8 @@
-"""Aggregation, pairing and balancing against hand-computed tables, on real DuckDB files landed through ingest."""
+"""Aggregation, pairing and balancing against hand-computed tables, on real stores landed through ingest."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,13 @@ def event(event_id, kind, annotator, ts="2026-11-01T10:00:00Z", prompt="How?", *
     return {"schema_version": 1, "kind": kind, "event_id": event_id, "ts": ts, "prompt": prompt, "annotator_id": annotator, **fields}
 
 
-def landed(folder: Path, messages) -> Path:
-    """A store with ``messages`` landed from a JSONL file, every one of them valid."""
-    return land(folder, messages, expect_all_valid=True)
+def landed(folder: Path, messages):
+    """A read connection to a store with ``messages`` landed from a JSONL file, every one of them valid."""
+    store = open_store(land(folder, messages, expect_all_valid=True), create=False)
+    try:
+        return store.read()
+    finally:
+        store.close()
 
 
 X, Y = "Answer X", "Answer Y"
@@ -54,14 +59,14 @@ HAND = [
 
 @pytest.fixture(scope="module")
 def hand(tmp_path_factory):
-    con = open_store(landed(tmp_path_factory.mktemp("hand"), HAND))
+    con = landed(tmp_path_factory.mktemp("hand"), HAND)
     yield con
     con.close()
 
 
-def decided_pairs(con, weights=None, min_agreement=0.0):
+def decided_pairs(con, weights=None, min_agreement=0.0, window=aggregate.Window()):
     default = aggregate.register_weights(con, weights)
-    aggregate.aggregate_pairs(con, aggregate.Window(), reliability=weights is not None, default_weight=default, min_agreement=min_agreement)
+    aggregate.aggregate_pairs(con, window, reliability=weights is not None, default_weight=default, min_agreement=min_agreement)
     return con.sql(
         "SELECT prompt, chosen, rejected, weight, agreement, n_annotators, source_event_ids, drop_reason FROM _prep_pairs ORDER BY prompt"
     ).fetchall()
@@ -84,9 +89,35 @@ def test_pairwise_majority_matches_the_hand_computed_table(hand):
     ]
     assert rows[1][6] == ["p1", "p2", "p3", "p5"]  # u4's superseded p4 is not current
     assert aggregate.drop_counts(hand, "_prep_pairs", aggregate.PAIR_REASONS, "pairwise") == {
-        "pairwise_identical_responses": 1, "pairwise_only_ties": 1, "pairwise_no_reliable_votes": 0,
+        "pairwise_non_text_content": 0, "pairwise_identical_responses": 1, "pairwise_only_ties": 1, "pairwise_no_reliable_votes": 0,
         "pairwise_tie": 1, "pairwise_low_agreement": 0,
     }
+
+
+def test_a_judgement_cast_after_the_window_never_counts(hand):
+    # u4 changed a vote for Y into a tie on Nov 2: a window ending before that sees the vote
+    # for Y (X and Y 2:2, a tie), never the later change (which makes X win 2 of 4).
+    rows = {r[0]: r for r in decided_pairs(hand, window=aggregate.Window(until=datetime(2026, 11, 2, tzinfo=timezone.utc)))}
+    assert rows['"How?"'][5:] == (4, ["p1", "p2", "p3", "p4"], "tie")
+    # A window starting after the others' votes sees only u4's change.
+    later = aggregate.Window(since=datetime(2026, 11, 2, tzinfo=timezone.utc))
+    assert [(r[0], r[6], r[7]) for r in decided_pairs(hand, window=later)] == [('"How?"', ["p5"], "only_ties")]
+
+
+def test_timestamps_outside_the_plausible_range_are_left_out(tmp_path):
+    from prefstream.quality import Settings, plausible_sql
+
+    con = landed(tmp_path, [
+        event("ok", "pairwise", "u1", response_a="A", response_b="B", choice="a"),
+        event("old", "pairwise", "u2", ts="1970-01-01T00:00:00Z", response_a="A", response_b="B", choice="b"),
+        # u1 again, stamped in 2099: left out before the latest vote is chosen, so it does not supersede u1's real one.
+        event("future", "pairwise", "u1", ts="2099-11-01T00:00:00Z", response_a="A", response_b="B", choice="b"),
+    ])
+    window = aggregate.Window(plausible=plausible_sql(Settings()))
+    assert aggregate.implausible_counts(con, window, ["pairwise"]) == {"pairwise": 2}
+    rows = decided_pairs(con, window=window)
+    assert [(r[1], r[2], r[5], r[6]) for r in rows] == [("A", "B", 1, ["ok"])]
+    con.close()
 
 
 def test_min_agreement_drops_items_below_the_winning_share(hand):
@@ -161,7 +192,7 @@ THUMBS_FOR_PAIRS = [
 
 
 def test_pairs_from_thumbs_on_the_same_prompt(tmp_path):
-    con = open_store(landed(tmp_path, THUMBS_FOR_PAIRS))
+    con = landed(tmp_path, THUMBS_FOR_PAIRS)
     aggregate.register_weights(con, None)
     aggregate.aggregate_pairs(con, aggregate.Window())
     aggregate.aggregate_thumbs(con, aggregate.Window())
@@ -192,7 +223,7 @@ def test_length_balancing_cuts_the_majority_side_to_the_minority(tmp_path):
         longer_wins = i < 30  # 30 pairs where the longer wins, 10 where the shorter does
         messages.append(event(f"e{i}", "pairwise", "u1", prompt=f"Q{i}?", response_a=long, response_b=short, choice="a" if longer_wins else "b"))
     messages.append(event("eq", "pairwise", "u1", prompt="Q-eq?", response_a="same", response_b="size", choice="a"))
-    con = open_store(landed(tmp_path, messages))
+    con = landed(tmp_path, messages)
     aggregate.register_weights(con, None)
     aggregate.aggregate_pairs(con, aggregate.Window())
     pairs.dpo_rows(con, include_thumbs=False, max_pairs_per_prompt=4, seed=0)

@@ -10,19 +10,19 @@ import pytest
 from click.testing import CliRunner
 
 from prefstream.cli import main
-from prefstream.tests.test_quality_audit import ALL_PLANTS, simulated_db
+from prefstream.tests.test_quality_audit import ALL_PLANTS, simulated_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 @pytest.fixture(scope="module")
 def clean_db(tmp_path_factory):
-    return simulated_db(tmp_path_factory.mktemp("clean"), n=3000)
+    return simulated_store(tmp_path_factory.mktemp("clean"), n=3000)
 
 
 @pytest.fixture(scope="module")
 def biased_db(tmp_path_factory):
-    return simulated_db(tmp_path_factory.mktemp("biased"), n=3000, plant=ALL_PLANTS)
+    return simulated_store(tmp_path_factory.mktemp("biased"), n=3000, plant=ALL_PLANTS)
 
 
 def run(*args, config=None):
@@ -32,41 +32,65 @@ def run(*args, config=None):
 
 
 def test_clean_store_passes_with_json_and_html(clean_db, tmp_path):
-    result = run("--db", clean_db, "--json", tmp_path / "r.json", "--html", tmp_path / "r.html")
+    result = run("--store", clean_db, "--json", tmp_path / "r.json", "--html", tmp_path / "r.html")
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-1] == "gate: PASSED"
-    assert "annotators flagged: none of 8" in result.stdout
+    assert result.stdout.splitlines()[-1] == "gate (all): PASSED"
+    assert "annotators flagged: none of 8" in result.stdout and "snapshot " in result.stdout.splitlines()[0]
     report = json.loads((tmp_path / "r.json").read_text())
     assert {"agreement", "annotators", "bias", "expectations", "gate", "report_id"} <= set(report)
-    for name in ("length_bias", "position_bias", "label_imbalance"):
+    for name in ("length_skew", "length_taste", "position_bias", "label_imbalance"):
         assert isinstance(report["bias"][name]["flagged"], bool)
     assert {"alpha", "alpha_ci", "fleiss_kappa", "n"} <= set(report["agreement"]["pairwise"])
     assert report["report_id"] in result.stdout
     html = (tmp_path / "r.html").read_text()
     assert "Gate passed" in html and html.count("<svg") == 4
+    assert "<th class=num>labels</th>" in html  # numeric columns' headers sit over their right-aligned numbers
     assert "<script" not in html and not any(f'{attr}="http' in html for attr in ("src", "href", "xlink:href"))  # self-contained
 
 
-def test_biased_store_fails_with_exit_1_and_says_why(biased_db):
-    result = run("--db", biased_db, "--no-store")
+def test_biased_store_fails_with_exit_1_one_failure_a_line_with_its_remedy(biased_db):
+    result = run("--store", biased_db, "--no-store")
     assert result.exit_code == 1
-    assert "gate: FAILED" in result.stdout and "label imbalance" in result.stdout
+    assert "gate (all): FAILED" in result.stdout and "note: label_imbalance" in result.stdout
     assert "ann-position (low_agreement, position_bias)" in result.stdout or "ann-position (position_bias)" in result.stdout
-    assert result.stderr.strip().startswith("prefstream: error: quality gate failed")
+    failures = [line for line in result.stdout.splitlines() if line.startswith("  - ")]
+    assert failures and all(" -- remedy: " in line for line in failures)
+    assert any(line.startswith("  - length_skew: ") and "--balance-length" in line for line in failures)
+    assert result.stderr.strip().startswith("prefstream: error: quality gate failed for all")
     assert "(not stored)" in result.stdout
 
 
+def test_the_gate_of_one_export_kind(biased_db):
+    dpo = run("--store", biased_db, "--no-store", "--for", "dpo")
+    kto = run("--store", biased_db, "--no-store", "--for", "kto")
+    assert dpo.exit_code == kto.exit_code == 1
+    assert "length_skew" in dpo.stdout.split("gate (dpo)")[1] and "length_skew" not in kto.stdout.split("gate (kto)")[1]
+    balanced = run("--store", biased_db, "--no-store", "--for", "dpo", "--balance-length")
+    assert "  - length_skew" not in balanced.stdout and "note: length_skew" in balanced.stdout
+
+
+def test_snapshot_option_reads_as_of_that_snapshot(clean_db, tmp_path):
+    first = run("--store", clean_db, "--json", tmp_path / "a.json")
+    report = json.loads((tmp_path / "a.json").read_text())
+    again = run("--store", clean_db, "--snapshot", report["snapshot"], "--json", tmp_path / "b.json", "--no-store")
+    assert first.exit_code == again.exit_code == 0
+    other = json.loads((tmp_path / "b.json").read_text())
+    assert other["snapshot"] == report["snapshot"] and other["agreement"] == report["agreement"]
+    missing = run("--store", clean_db, "--snapshot", 99999, "--no-store")
+    assert missing.exit_code == 2 and "snapshot 99999" in missing.stderr
+
+
 def test_json_to_stdout_keeps_stdout_parseable(clean_db):
-    result = run("--db", clean_db, "--json", "-", "--no-store")
+    result = run("--store", clean_db, "--json", "-", "--no-store")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["gate"]["passed"] is True
-    assert "gate: PASSED" in result.stderr
+    assert "gate (all): PASSED" in result.stderr
 
 
 def test_thresholds_come_from_the_config_file(clean_db, tmp_path):
     config = tmp_path / "prefstream.toml"
     config.write_text("[quality]\nbootstrap = 50\n[quality.gate]\nmin_alpha = 0.95\n")
-    result = run("--db", clean_db, "--json", tmp_path / "r.json", "--no-store", config=config)
+    result = run("--store", clean_db, "--json", tmp_path / "r.json", "--no-store", config=config)
     assert result.exit_code == 1 and "< min_alpha 0.95" in result.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["settings"]["bootstrap"] == 50 and report["settings"]["gate"]["min_alpha"] == 0.95
@@ -75,11 +99,14 @@ def test_thresholds_come_from_the_config_file(clean_db, tmp_path):
 @pytest.mark.parametrize(
     "args, config_text, message",
     [
-        (["--db", "{missing}"], None, "does not exist; land feedback first"),
-        (["--db", "{db}", "--since", "yesterday"], None, "--since 'yesterday' is not an RFC 3339 timestamp"),
-        (["--db", "{db}", "--since", "2026-11-05T00:00:00Z", "--until", "2026-11-01T00:00:00Z"], None, "is not before --until"),
-        (["--db", "{db}"], "[quality.gate]\nmin_alfa = 0.5\n", "unknown key(s) min_alfa in [quality.gate]"),
-        (["--db", "{db}", "--json", "{tmp}/no/such/dir/r.json"], None, "cannot write"),
+        (["--store", "{missing}"], None, "nope"),
+        (["--store", "{db}", "--since", "yesterday"], None, "--since 'yesterday' is not an RFC 3339 timestamp"),
+        (["--store", "{db}", "--since", "2026-11-05T00:00:00Z", "--until", "2026-11-01T00:00:00Z"], None, "is not before --until"),
+        (["--store", "{db}"], "[quality.gate]\nmin_alfa = 0.5\n", "unknown key(s) min_alfa in [quality.gate]"),
+        (["--store", "{db}"], "[quality]\ngate = 3\n", "[quality.gate] must be a table"),
+        (["--store", "{db}"], "[quality.gate]\nmax_label_ratio = 'ten'\n", "[quality.gate] max_label_ratio = 'ten' has the wrong type"),
+        (["--store", "{db}"], "[quality.gate]\nmin_longer_share = 0.9\n", "[quality.gate] min_longer_share 0.9"),
+        (["--store", "{db}", "--json", "{tmp}/no/such/dir/r.json"], None, "cannot write {tmp}/no/such/dir/r.json: its folder does not exist"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(clean_db, tmp_path, args, config_text, message):
@@ -87,7 +114,8 @@ def test_usage_errors_exit_2_with_one_line(clean_db, tmp_path, args, config_text
     if config_text:
         config = tmp_path / "c.toml"
         config.write_text(config_text)
-    args = [a.format(missing=tmp_path / "nope.duckdb", db=clean_db, tmp=tmp_path) for a in args]
+    args = [a.format(missing=tmp_path / "nope", db=clean_db, tmp=tmp_path) for a in args]
+    message = message.format(tmp=tmp_path)
     result = run(*args, config=config)
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("prefstream: error:") and message in result.stderr
@@ -105,7 +133,7 @@ def test_html_report_as_a_picture(biased_db, tmp_path):
     from PIL import Image
 
     html = tmp_path / "audit.html"
-    assert run("--db", biased_db, "--html", html, "--no-store").exit_code == 1
+    assert run("--store", biased_db, "--html", html, "--no-store").exit_code == 1
     png = tmp_path / "audit.png"
     subprocess.run(
         [

@@ -8,9 +8,18 @@ import os
 import pytest
 import torch
 
-from prefstream.errors import PrefstreamError
+from prefstream.errors import PrefstreamError, TokenizerError
 from prefstream.tests.train_helpers import conversational, pair_export, pair_rows, shared_tiny_model, write_export
-from prefstream.train.data import batch_plan, collate, encode_split, kl_partners, step_batches, total_steps
+from prefstream.train.data import (
+    batch_plan,
+    chat_ids,
+    collate,
+    encode_split,
+    kl_partners,
+    step_batches,
+    template_message,
+    total_steps,
+)
 from prefstream.train.evaluate import label_accuracy, pair_accuracies, same_prompt_pairs
 from prefstream.train.export import load_export, paired_rows, unpaired_rows
 
@@ -53,6 +62,52 @@ def test_conversational_rows_go_through_the_chat_template(tokenizer):
     assert tokenizer.decode(encoded.prompts[0]) == expected_prompt
     assert expected_prompt.endswith("<|assistant|>\n")
     assert tokenizer.decode(encoded.completions["chosen"][0]) == ROW["chosen"] + tokenizer.eos_token
+
+
+def test_text_parts_are_joined_and_other_message_fields_reach_the_template(tokenizer):
+    parts = [{"type": "text", "text": "How do I "}, {"type": "text", "text": "fix a bike?"}]
+    assert template_message({"role": "user", "content": parts, "name": "ann"}) == {
+        "role": "user", "content": "How do I fix a bike?", "name": "ann"
+    }  # fmt: skip
+    # what a saved export gives back: every field of any message on every message, None where absent
+    assert template_message({"role": "user", "content": "Hi", "name": None, "tool_call_id": None}) == {
+        "role": "user", "content": "Hi"
+    }  # fmt: skip
+    plain = [{"role": "user", "content": "How do I fix a bike?"}]
+    assert chat_ids(tokenizer, [[{"role": "user", "content": parts}]]) == chat_ids(tokenizer, [plain])
+
+    tool_template = (
+        "{% for m in messages %}{{ m['role'] }}{% if m.name %}:{{ m.name }}{% endif %}"
+        "{% if m.tool_call_id %}#{{ m.tool_call_id }}{% endif %}"
+        "{% for call in m.tool_calls or [] %}[{{ call.function.name }}]{% endfor %}={{ m.content }};{% endfor %}"
+    )
+    conversation = [
+        {"role": "user", "content": parts, "name": "ann"},
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "manual"}}]},
+        {"role": "tool", "content": [{"type": "text", "text": "page 3"}], "tool_call_id": "c1"},
+    ]
+    original, tokenizer.chat_template = tokenizer.chat_template, tool_template
+    try:
+        (ids,) = chat_ids(tokenizer, [conversation])
+    finally:
+        tokenizer.chat_template = original
+    assert tokenizer.decode(ids) == "user:ann=How do I fix a bike?;assistant[manual]=;tool#c1=page 3;"
+
+
+def test_content_parts_other_than_text_are_one_line_errors(tokenizer):
+    image = {"role": "user", "content": [{"type": "text", "text": "What is this?"}, {"type": "image_url", "url": "x"}]}
+    with pytest.raises(TokenizerError, match=r"content parts of types \['image_url', 'text'\]") as info:
+        chat_ids(tokenizer, [[image]])
+    assert "\n" not in str(info.value)
+
+
+def test_a_tokenizer_without_a_chat_template_is_one_line(tokenizer):
+    original, tokenizer.chat_template = tokenizer.chat_template, None
+    try:
+        with pytest.raises(TokenizerError, match="has no chat template"):
+            chat_ids(tokenizer, [[{"role": "user", "content": "Hi"}]])
+    finally:
+        tokenizer.chat_template = original
 
 
 def test_truncation_keeps_the_start_and_is_counted(tokenizer):

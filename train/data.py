@@ -3,6 +3,9 @@
 * Plain text: the prompt and ``prompt + completion + EOS`` are tokenised; conversational: the
   chat template renders the prompt (with the generation prompt) and ``prompt + [assistant]``.
   The completion is whatever follows the longest common prefix of the two, as in TRL 1.x.
+* Chat messages reach the template as they are (``name``, ``tool_calls``, ``tool_call_id``
+  included), except that content given as a list of text parts is joined into one string.
+  A template that refuses a conversation is a one-line :class:`TokenizerError`.
 * A sequence longer than ``max_length`` keeps its start (the completion is cut); an example
   whose prompt alone fills ``max_length`` is dropped, since no completion token would remain.
 * Batches are formed once (from a seeded permutation, or in order with ``shuffle=False``)
@@ -18,8 +21,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+from jinja2 import TemplateError
 
-from prefstream.errors import PrefstreamError
+from prefstream.errors import PrefstreamError, TokenizerError
 
 
 @dataclass(frozen=True)
@@ -44,9 +48,9 @@ def encode_split(rows: list[dict], tokenizer, conversational: bool, columns: tup
     """Tokenise ``rows`` (prompt + the completion ``columns``) the way TRL's trainers do."""
     prompts = [row["prompt"] for row in rows]
     if conversational:
-        prompt_ids = _chat_ids(tokenizer, prompts, add_generation_prompt=True)
+        prompt_ids = chat_ids(tokenizer, prompts, add_generation_prompt=True)
         full_ids = {
-            c: _chat_ids(tokenizer, [p + row[c] for p, row in zip(prompts, rows, strict=True)]) for c in columns
+            c: chat_ids(tokenizer, [p + row[c] for p, row in zip(prompts, rows, strict=True)]) for c in columns
         }
     else:
         eos = tokenizer.eos_token
@@ -74,16 +78,96 @@ def encode_split(rows: list[dict], tokenizer, conversational: bool, columns: tup
     return EncodedSplit(kept, kept_prompts, completions, truncated, dropped)
 
 
-def _chat_ids(tokenizer, conversations: list[list[dict]], add_generation_prompt: bool = False) -> list[list[int]]:
+# What a chat template raises for a conversation it cannot render: raise_exception() and
+# undefined fields (jinja2), str + list or None (TypeError), an empty conversation (ValueError).
+_TEMPLATE_ERRORS = (TemplateError, TypeError, ValueError)
+
+
+def chat_ids(tokenizer, conversations: list[list[dict]], add_generation_prompt: bool = False) -> list[list[int]]:
+    """Token ids of each conversation rendered by the tokenizer's chat template.
+
+    Raises :class:`TokenizerError` (one line, naming the fix) when there is no template or it
+    refuses a conversation.
+    """
     if tokenizer.chat_template is None:
-        raise PrefstreamError(
-            "the export is conversational but the model's tokenizer has no chat template; "
-            "use a chat model or export with plain prompts"
+        raise TokenizerError(
+            "the prompts are chat messages but the model's tokenizer has no chat template; "
+            "use a chat model, or plain-text prompts"
         )
-    out = tokenizer.apply_chat_template(
-        conversations, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True
-    )
+    messages = [[template_message(m) for m in conversation] for conversation in conversations]
+    try:
+        out = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True
+        )
+    except _TEMPLATE_ERRORS:
+        raise _refusal(tokenizer, messages, add_generation_prompt) from None
     return out["input_ids"]
+
+
+def template_message(message: dict) -> dict:
+    """``message`` as a chat template takes it: absent fields absent, text parts one string.
+
+    A saved export stores messages as Arrow structs, which give every message every field any
+    message has (``name``, ``tool_call_id``, ...), as None: those are dropped, so a template's
+    ``'name' in message`` sees the message as it was sent. Templates of text-only models
+    concatenate ``content`` as a string: a list of parts renders as its Python repr (Llama-3's)
+    or fails (Qwen2's). Multimodal templates join text parts with nothing between them, so
+    joining gives what they would render.
+    """
+    message = {key: value for key, value in message.items() if value is not None or key == "content"}
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    if not all(isinstance(part, dict) and part.get("type") == "text" for part in content):
+        kinds = sorted({str(part.get("type")) if isinstance(part, dict) else type(part).__name__ for part in content})
+        raise TokenizerError(
+            f"a {message.get('role')!r} message has content parts of types {kinds}; a causal LM reads text "
+            "only: export text-only messages"
+        )
+    return {**message, "content": "".join(part.get("text") or "" for part in content)}
+
+
+def _refusal(tokenizer, conversations: list[list[dict]], add_generation_prompt: bool) -> TokenizerError:
+    """Which conversation the template refused, and why, as one line."""
+    for row, conversation in enumerate(conversations):
+        reason = _render_error(tokenizer, conversation, add_generation_prompt)
+        if reason is not None:
+            break
+    else:  # every conversation renders alone; the batch call failed some other way
+        return TokenizerError("the model's chat template cannot render the export; check it with apply_chat_template")
+    without_system = [m for m in conversation if m.get("role") != "system"]
+    system_refused = _render_error(tokenizer, without_system, add_generation_prompt) is None
+    if len(without_system) < len(conversation) and system_refused:
+        return TokenizerError(
+            f"the model's chat template rejects the system role (row {row}: {reason}); "
+            "export without system messages or put their text in the first user message, "
+            "or use a model whose template takes a system message"
+        )
+    roles = "/".join(dict.fromkeys(str(m.get("role")) for m in conversation))
+    return TokenizerError(
+        f"the model's chat template cannot render row {row} (roles {roles}: {reason}); "
+        "export messages this model's template takes, or use a model whose template takes these"
+    )
+
+
+def _render_error(tokenizer, conversation: list[dict], add_generation_prompt: bool) -> str | None:
+    """The first line of the template's complaint about ``conversation``, or None if it renders."""
+    try:
+        tokenizer.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, tokenize=False)
+    except _TEMPLATE_ERRORS as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def pad_token_id(tokenizer) -> int:
+    """The id to pad with: the pad token, else EOS (TRL's fallback: padding is masked out anyway)."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return token_id
+    raise TokenizerError(
+        "the model's tokenizer has neither a pad token nor an EOS token; set eos_token (and pad_token) "
+        "in its tokenizer_config.json"
+    )
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -7,45 +7,58 @@ from pathlib import Path
 
 import click
 
+from prefstream.cli.options import Progress, open_cli_store, quiet_option, snapshot_option, store_options
 from prefstream.config import section
 from prefstream.errors import GateFailed, PrefstreamError
 
+EXPORT_KINDS = ("all", "dpo", "ipo", "simpo", "orpo", "kto")
+
 
 @click.command()
-@click.option("--db", "db_path", required=True, type=click.Path(dir_okay=False), help="DuckDB file with landed feedback.")
+@store_options
+@snapshot_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), help="Write the report as JSON ('-' for stdout).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML report with plots.")
 @click.option("--since", help="Only feedback with ts >= this RFC 3339 time.")
 @click.option("--until", help="Only feedback with ts < this RFC 3339 time.")
+@click.option("--for", "export_kind", type=click.Choice(EXPORT_KINDS), default="all", show_default=True,
+              help="Exit on the gate of this export kind (dpo/ipo/simpo/orpo: pairwise checks; kto: thumbs checks; all: every check).")
+@click.option("--include-pairwise", is_flag=True, help="With --for kto: pairwise checks too (as `export kto --include-pairwise`).")
+@click.option("--balance-length", is_flag=True, help="With a pair kind: length_skew is a note (as `export dpo --balance-length`).")
 @click.option("--no-store", is_flag=True, help="Do not save the report in the quality_reports table.")
-@click.pass_context
-def audit(ctx: click.Context, db_path: str, json_path: str | None, html_path: str | None, since: str | None, until: str | None, no_store: bool) -> None:
+@quiet_option
+@click.pass_obj
+def audit(config, store, data_path, snapshot, json_path, html_path, since, until, export_kind, include_pairwise, balance_length, no_store, quiet) -> None:
     """Audit landed feedback before training on it; exit 0 when the gate passes, 1 when it fails.
 
     The report covers agreement (Krippendorff's alpha with a bootstrap interval, Fleiss'
-    and Cohen's kappa), every annotator (agreement with the others, Dawid-Skene estimate,
-    flags low_agreement / adversarial / position_bias / label_skew), dataset biases
-    (length, position, label imbalance with KTO weights, drift, duplicates, contradictions)
-    and Great Expectations suites on the landed tables. It is stored in the
-    ``quality_reports`` table under an id that exports cite. Thresholds: [quality.gate]
-    in the config file.
+    and Cohen's kappa; human and model judges apart, and how often they agree), every
+    annotator (agreement with the others, Dawid-Skene estimate, flags low_agreement /
+    adversarial / position_bias / label_skew), dataset biases (length_skew, length_taste,
+    position, label imbalance with KTO weights, drift, duplicates, contradictions),
+    implausible timestamps (counted and left out) and expectation suites. It records the
+    snapshot it read (--snapshot N reproduces it) and is stored in the ``quality_reports``
+    table under an id that exports cite. Thresholds: [quality.gate] in the config file.
 
     \b
     Example:
-      prefstream audit --db feedback.duckdb --html audit.html --json audit.json
-      prefstream audit --db feedback.duckdb --since 2026-11-01T00:00:00Z
+      prefstream audit --store feedback --html audit.html --json audit.json
+      prefstream audit --store feedback --since 2026-11-01T00:00:00Z --for dpo
+      prefstream audit --store feedback --snapshot 42 --no-store
     """
-    from prefstream.quality import audit as run_audit
+    from prefstream.quality import Settings, audit as run_audit, gate_for
     from prefstream.quality.summary import summary_text
-    from prefstream.store import open_store
 
-    if not Path(db_path).exists():
-        raise PrefstreamError(f"database {db_path} does not exist; land feedback first with `prefstream ingest-file --db {db_path} FILE`")
-    con = open_store(db_path)
-    try:
-        report = run_audit(con, since=since, until=until, config=section(ctx.obj or {}, "quality"), store=not no_store)
-    finally:
-        con.close()
+    quality_config = section(config or {}, "quality")
+    settings = Settings.from_config(quality_config)  # a malformed [quality] table fails before the store opens
+    for path in (p for p in (json_path, html_path) if p and p != "-"):
+        if not Path(path).resolve().parent.is_dir():
+            raise PrefstreamError(f"cannot write {path}: its folder does not exist")
+    progress = Progress(enabled=not quiet)
+    with open_cli_store(config, store, data_path) as opened:
+        report = run_audit(opened, since=since, until=until, snapshot=snapshot, config=quality_config, save=not no_store, progress=progress.show)
+    progress.done()
+    gate = gate_for(report, export_kind, include_pairwise=include_pairwise, balance_length=balance_length, settings=settings)
     if json_path:
         text = json.dumps(report, indent=2, sort_keys=True)
         if json_path == "-":
@@ -56,9 +69,9 @@ def audit(ctx: click.Context, db_path: str, json_path: str | None, html_path: st
         from prefstream.quality.html import render_html
 
         _write(html_path, render_html(report))
-    click.echo(summary_text(report), err=json_path == "-")
-    if not report["gate"]["passed"]:
-        raise GateFailed(f"quality gate failed ({len(report['gate']['failures'])} failure(s)); see the report for figures")
+    click.echo(summary_text(report, gate), err=json_path == "-")
+    if not gate.passed:
+        raise GateFailed(f"quality gate failed for {export_kind} ({len(gate.failures)} failure(s) above, each with its remedy)")
 
 
 def _write(path: str, text: str) -> None:

@@ -108,7 +108,12 @@ def _jsonable(value):
 
 @click.group()
 def store():
-    """Look after the store (compaction, snapshot expiry)."""
+    """Look after the store (compaction, snapshot expiry).
+
+    \b
+    Example:
+      prefstream store compact --store feedback-store --retention-days 7
+    """
 
 
 @store.command()

@@ -17,6 +17,7 @@ consumer); the names users query (``thumbs``, ``pairwise``, their ``_current`` v
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -28,7 +29,7 @@ import duckdb
 
 from prefstream.errors import StoreError
 from prefstream.store import migrations as _migrations_pkg
-from prefstream.store.lake import connect, first_line, retrying, snapshot_of
+from prefstream.store.lake import attach, connect, first_line, retrying, snapshot_of
 from prefstream.store.location import StoreLocation
 
 T = TypeVar("T")
@@ -61,9 +62,14 @@ class Store:
 
     def read(self, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
         """A read-only connection pinned to ``snapshot`` (default: the current one)."""
+        con = connect(self.location, read_only=True, snapshot=snapshot, memory_limit=self.memory_limit)
         if snapshot is None:
-            snapshot = self.current_snapshot()
-        return connect(self.location, read_only=True, snapshot=snapshot, memory_limit=self.memory_limit)
+            try:  # pin to the snapshot current now, on the same connection (extensions stay loaded)
+                attach(con, self.location, read_only=True, snapshot=snapshot_of(con))
+            except BaseException:
+                con.close()
+                raise
+        return con
 
     def write(self) -> duckdb.DuckDBPyConnection:
         """A new writable connection at the latest state."""
@@ -125,11 +131,19 @@ def open_store(
         location = StoreLocation(str(location))
     location.check(create=create)
     created_dir = False
-    if not location.is_catalog_url and not location.directory.exists():
-        location.directory.mkdir(parents=True)
-        created_dir = True
-    if location.data_path and "://" not in location.data_path:
-        Path(location.data_path).mkdir(parents=True, exist_ok=True)
+    created_data: Path | None = None
+    try:
+        if not location.is_catalog_url and not location.directory.exists():
+            location.directory.mkdir(parents=True)
+            created_dir = True
+        if location.data_path and "://" not in location.data_path and not Path(location.data_path).exists():
+            Path(location.data_path).mkdir(parents=True, exist_ok=True)  # another process may race us to it
+            created_data = Path(location.data_path)
+    except OSError as exc:
+        # os.access() in check() says yes to root, on read-only mounts and under ACLs; mkdir has the last word.
+        if created_dir:
+            _remove_new_store(location.directory)
+        raise StoreError(f"cannot create {exc.filename}: {exc.strerror}; choose a writable location for the store or its data path") from None
     store = Store(location, memory_limit)
     try:
         migrate(store, migrate_to if migrate_to is not None else LATEST_VERSION)
@@ -137,6 +151,9 @@ def open_store(
         store.close()
         if created_dir:
             _remove_new_store(location.directory)
+        if created_data is not None:
+            with contextlib.suppress(OSError):
+                created_data.rmdir()  # only while still empty: another process may have started writing there
         raise
     return store
 

@@ -69,21 +69,29 @@ def connect(location: StoreLocation, *, read_only: bool, snapshot: int | None = 
         load_extensions(con, ("ducklake", "postgres" if location.attach_url().startswith("ducklake:postgres:") else "sqlite"))
         if memory_limit:
             con.execute("SET memory_limit = ?", [memory_limit])
-        options = [f"DATA_PATH '{_quote(location.resolved_data_path())}'"]
-        if read_only:
-            options.append("READ_ONLY")
-        if snapshot is not None:
-            options.append(f"SNAPSHOT_VERSION {int(snapshot)}")
-        sql = f"ATTACH '{_quote(location.attach_url())}' AS {LAKE} ({', '.join(options)})"
-        retrying(lambda: con.execute(sql), what="attach", markers=_RETRYABLE_ATTACH, deadline_s=30.0)
-        con.execute(f"USE {LAKE}")
-    except duckdb.Error as exc:
-        con.close()
-        raise StoreError(_attach_error(location, exc, snapshot)) from None
+        attach(con, location, read_only=read_only, snapshot=snapshot)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def attach(con: duckdb.DuckDBPyConnection, location: StoreLocation, *, read_only: bool, snapshot: int | None) -> None:
+    """(Re)attach the store as ``lake`` on ``con``, at ``snapshot`` when given, and use it."""
+    options = [f"DATA_PATH '{_quote(location.resolved_data_path())}'"]
+    if read_only:
+        options.append("READ_ONLY")
+    if snapshot is not None:
+        options.append(f"SNAPSHOT_VERSION {int(snapshot)}")
+    sql = f"ATTACH '{_quote(location.attach_url())}' AS {LAKE} ({', '.join(options)})"
+    if LAKE in {row[0] for row in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}:
+        con.execute("USE memory")
+        con.execute(f"DETACH {LAKE}")
+    try:
+        retrying(lambda: con.execute(sql), what="attach", markers=_RETRYABLE_ATTACH, deadline_s=30.0)
+    except duckdb.Error as exc:
+        raise StoreError(_attach_error(location, exc, snapshot)) from None
+    con.execute(f"USE {LAKE}")
 
 
 def snapshot_of(con: duckdb.DuckDBPyConnection) -> int:
