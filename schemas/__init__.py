@@ -8,6 +8,7 @@ from prefstream.schemas.events import (
     PairwiseEvent,
     ThumbsEvent,
 )
+from prefstream.schemas.requests import Candidate, ComparisonRequest, request_json_schema
 from prefstream.schemas.upcasting import upcast, upcaster
 from prefstream.schemas.validate import DEFAULT_MAX_BYTES, Rejected, parse, parse_raw
 
@@ -32,4 +33,7 @@ __all__ = [
     "upcast",
     "upcaster",
     "json_schema",
+    "Candidate",
+    "ComparisonRequest",
+    "request_json_schema",
 ]

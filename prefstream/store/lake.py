@@ -79,6 +79,10 @@ def connect(location: StoreLocation, *, read_only: bool, snapshot: int | None = 
 def attach(con: duckdb.DuckDBPyConnection, location: StoreLocation, *, read_only: bool, snapshot: int | None) -> None:
     """(Re)attach the store as ``lake`` on ``con``, at ``snapshot`` when given, and use it."""
     options = [f"DATA_PATH '{_quote(location.resolved_data_path())}'"]
+    if not location.is_catalog_url:
+        # A directory store's data always lives inside it: reached by another relative path,
+        # or moved, it is the same store.
+        options.append("OVERRIDE_DATA_PATH true")
     if read_only:
         options.append("READ_ONLY")
     if snapshot is not None:

@@ -68,7 +68,7 @@ class StoreLocation:
         elif self.is_catalog_url:
             raise StoreError(f"catalog {self.redacted()} needs --data-path (a directory or object-store URL every ingest process can write)")
         else:
-            path = str(self.directory / DATA_DIR)
+            path = str(self.directory.resolve() / DATA_DIR)
         return path if "://" in path or path.endswith("/") else path + "/"
 
     def redacted(self) -> str:
