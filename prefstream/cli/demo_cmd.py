@@ -81,11 +81,14 @@ def demo(workdir, n, partitions, train_steps):
         )
         try:
             # The second half streams in while the readers below work.
-            streamer = threading.Thread(target=lambda: produce(broker.bootstrap, TOPIC, _trickle(events[half:])), daemon=True)
+            streamer = threading.Thread(
+                target=lambda: produce(broker.bootstrap, TOPIC, _trickle(events[half:], per_second=max(100, (len(events) - half) // 40))), daemon=True
+            )
             streamer.start()
             landed = _wait_for_rows(store, half // 2)
             click.echo(f"[2/6] ingest running (pid {ingest.pid}): {landed} events landed so far, more streaming in")
             artefacts = _while_ingesting(store, exports, runs, workdir, train_steps)
+            still_streaming = streamer.is_alive()
             streamer.join()
         finally:
             ingest.send_signal(signal.SIGTERM)
@@ -93,6 +96,9 @@ def demo(workdir, n, partitions, train_steps):
         if ingest.returncode != 0:
             raise click.ClickException(f"ingest exited with {ingest.returncode}: {err.strip().splitlines()[-1:]}")
         click.echo(f"[6/6] ingest stopped: {out.strip().splitlines()[0] if out.strip() else '(no summary)'}")
+        final = _wait_for_rows(store, 0)
+        click.echo(f"      {final - landed} events landed while the audit, exports and training read the store"
+                   + (" (and the stream was still flowing when they finished)" if still_streaming else ""))
     click.echo("\nArtefacts (each records the store snapshot it read):")
     for what, path, snapshot in artefacts:
         click.echo(f"  {what:<14} {path}  (snapshot {snapshot})")
@@ -101,7 +107,7 @@ def demo(workdir, n, partitions, train_steps):
     click.echo(f"\nNext: prefstream query --store {store} \"SELECT choice, count(*) FROM pairwise_current GROUP BY 1\"")
 
 
-def _trickle(events, per_second: int = 4000):
+def _trickle(events, per_second: int):
     """Yield events at a steady pace so that ingest is visibly still consuming."""
     started = time.monotonic()
     for i, event in enumerate(events):
