@@ -34,6 +34,7 @@ from kafka.errors import KafkaConfigurationError, KafkaError, OffsetOutOfRangeEr
 
 from prefstream.errors import BrokerError, PrefstreamError
 from prefstream.ingest.sink import LandCounts, RawBatch, StoreSink
+from prefstream.ingest.status import high_watermarks
 from prefstream.schemas import DEFAULT_MAX_BYTES
 from prefstream.store import Store
 
@@ -190,7 +191,10 @@ class KafkaIngestor:
 
     def _reset_offsets(self, consumer: KafkaConsumer) -> None:
         partitions = [TopicPartition(t, p) for t in self.settings.topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        where = consumer.beginning_offsets(partitions) if self.settings.reset_offsets == "earliest" else consumer.end_offsets(partitions)
+        if self.settings.reset_offsets == "earliest":
+            where = consumer.beginning_offsets(partitions)
+        else:
+            where = high_watermarks(self.settings.bootstrap, partitions, dict(self.settings.consumer_options))
         self.sink.reset_offsets(self.settings.group_id, {(tp.topic, tp.partition): o for tp, o in where.items()})
         self.notify(f"group {self.settings.group_id}: stored offsets reset to {self.settings.reset_offsets} for {_names(partitions)}")
 
@@ -205,7 +209,12 @@ class KafkaIngestor:
 
     def _check_high_watermarks(self) -> None:
         """A stored offset beyond the high watermark: the topic was recreated or truncated."""
+        assigned = self.consumer.assignment()
         for tp, offset in list(self.seeked.items()):
+            if tp not in assigned:
+                # Revoked by a rebalance before its first fetch (highwater() would raise); checked again if it comes back.
+                del self.seeked[tp]
+                continue
             high = self.consumer.highwater(tp)
             if high is None:
                 continue

@@ -95,3 +95,44 @@ def pg_store(pg_database, tmp_path):
 
     name = pg_database()
     return StoreLocation(f"ducklake:postgres:dbname={name} host=127.0.0.1 user=postgres", str(tmp_path / "lake-data"))
+
+
+@pytest.fixture
+def s3_broker(tmp_path):
+    """A tansu broker whose log lives in S3 (a local moto_server), so it survives a restart.
+
+    Yields the LocalBroker; ``broker.stop()`` then ``broker.start()`` restarts it on the same port.
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    boto3 = pytest.importorskip("boto3")
+    moto_server = Path(sys.executable).parent / "moto_server"
+    if not moto_server.exists():
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    from prefstream.ingest.broker import LocalBroker, free_port
+
+    port = free_port()
+    moto = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=open(tmp_path / "moto.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or moto.poll() is not None:
+                    raise RuntimeError(f"moto_server did not start: {(tmp_path / 'moto.log').read_text()[-500:]}") from None
+                time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        env = {"AWS_ENDPOINT": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+        s3.create_bucket(Bucket="tansu")
+        with LocalBroker(storage="s3://tansu/", env=env, log_path=tmp_path / "tansu-s3.log") as running:
+            yield running
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)

@@ -83,7 +83,9 @@ def ingest(config, bootstrap, topics, group_id, store, data_path, until_idle, ma
 
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    # kafka-python logs socket tracebacks while closing; they are noise to a user.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_without_kafka_tracebacks)
+    # kafka-python logs socket tracebacks (closing, a broker restart); they are noise to a user.
     logging.getLogger("kafka").setLevel(logging.WARNING if verbose else logging.CRITICAL)
     options = dict(section(config, "ingest.consumer"))
     options.update(_parse_option(o) for o in consumer_options)
@@ -116,6 +118,13 @@ def ingest(config, bootstrap, topics, group_id, store, data_path, until_idle, ma
     click.echo(f"{summary_line(result.counts, result.seconds)}; stopped: {result.stopped_because}")
     for line in dead_letter_lines(result.counts):
         click.echo(line)
+
+
+def _without_kafka_tracebacks(record: logging.LogRecord) -> bool:
+    """Keep kafka-python's warnings as one line each: its connection tracebacks are its own business."""
+    if record.name.startswith("kafka"):
+        record.exc_info = record.exc_text = None
+    return True
 
 
 def _status(text: str, quiet: bool) -> None:

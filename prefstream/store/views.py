@@ -5,7 +5,7 @@
   producer retry (the same event_id at another offset) both collapse to the copy at the
   earliest source position, so the choice never depends on which process landed first.
 - ``duplicates``: each producer retry once (a source other than the first copy's).
-- ``dead_letters``: one row per source position.
+- ``dead_letters``: one row per source position and raw message.
 - ``kafka_offsets``: per group and partition, the highest next offset of the latest epoch.
 - ``*_current``: per annotator and item, the judgement with the latest ``ts``.
 """
@@ -57,7 +57,8 @@ VIEWS = {
     "pairwise": f"SELECT * FROM pairwise_raw WHERE rowid IN (SELECT rid FROM ({_first_copies('pairwise')}))",
     "thumbs_current": _latest("thumbs"),
     "pairwise_current": _latest("pairwise"),
-    "dead_letters": "SELECT * FROM dead_letters_raw WHERE rowid IN (SELECT min(rowid) FROM dead_letters_raw GROUP BY source)",
+    # By position and content: a recreated topic reuses offsets for new messages.
+    "dead_letters": "SELECT * FROM dead_letters_raw WHERE rowid IN (SELECT min(rowid) FROM dead_letters_raw GROUP BY source, hash(raw))",
     "duplicates": f"{_retries('thumbs')} UNION ALL {_retries('pairwise')}",
     "kafka_offsets": """SELECT group_id, topic, "partition", max(next_offset) AS next_offset, max(updated_at) AS updated_at
         FROM offsets_log GROUP BY group_id, topic, "partition", epoch
