@@ -1,16 +1,17 @@
-"""prefstream's DPO / KTO trainers against TRL's DPOTrainer / KTOTrainer on CPU (fp32).
+"""prefstream's trainers against TRL 1.16's on CPU (fp32): whole-process wall time, steps/s and peak RSS.
 
-Same tiny model, same export, batch size, max length and number of optimizer steps; each
-trainer runs in its own subprocess so peak RSS is its own. Reported per trainer: optimizer
-steps per second and non-padding tokens per second over the training steps (set-up, the
-reference pre-computation and evaluation excluded on both sides), and peak RSS; then the
-ratios prefstream / TRL. Each trainer runs ``--repeats`` times, interleaved, and the fastest
-run counts (the usual defence against other load on the machine; RSS is the largest seen).
-TRL runs twice: as configured by default (reference model kept in memory, one reference
-forward per step) and with ``precompute_ref_log_probs=True``.
+Same tiny Llama, same export, batch size, max length and optimizer steps on both sides:
+DPO (``trl.DPOTrainer``), KTO (``trl.KTOTrainer``), SimPO (``trl.experimental.cpo.CPOTrainer``
+with ``loss_type="simpo"``, ``cpo_alpha=0``), and DPO with LoRA r=8 (``peft``) on both sides
+(at the first run length only: it is there for its peak RSS).
+Each run is its own process at torch's default thread count, timed from launch to exit
+(imports, model load, reference pass, evaluation and saving included: what a user waits
+for). prefstream starts from an empty reference cache each time. Reported: wall time,
+optimizer steps per second inside the training loop, and peak RSS; then the ratios
+(speed-up = TRL's wall time / prefstream's, RSS = prefstream's / TRL's).
 
-    .venv/bin/python bench/train.py              # defaults: 60 steps, batch 8, best of 2
-    .venv/bin/python bench/train.py --steps 100 --hidden-size 256 --layers 4
+    .venv/bin/python bench/train.py                    # 60 and 300 steps, hidden 256, 4 layers
+    .venv/bin/python bench/train.py --steps 60 --kinds dpo
 """
 
 from __future__ import annotations
@@ -27,23 +28,26 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 LR = 1e-5
+LORA = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                     "down_proj"]}  # fmt: skip
 
 
-def prefstream_worker(kind: str, work: Path, steps: int, batch_size: int, max_length: int) -> dict:
+def prefstream_worker(kind: str, lora: bool, work: Path, steps: int, batch_size: int, max_length: int) -> dict:
     from prefstream.train import TrainSettings, run
 
     out = Path(tempfile.mkdtemp(dir=work, prefix=f"run-prefstream-{kind}-"))
     settings = TrainSettings(
-        kind=kind, data=str(work / kind), model=str(work / "model"), out=str(out), lr=LR, batch_size=batch_size,
-        max_steps=steps, max_length=max_length, eval_every=steps, eval_generations=0, cache_dir=str(work / "cache"),
+        kind=kind, data=str(work / ("kto" if kind == "kto" else "dpo")), model=str(work / "model"), out=str(out),
+        lr=LR, batch_size=batch_size, max_steps=steps, max_length=max_length, eval_every=steps, eval_generations=0,
+        lora_r=LORA["r"] if lora else 0, lora_alpha=LORA["lora_alpha"], cache_dir=str(out / "cache"),
     )  # fmt: skip
     run(settings)
-    timing = json.loads((out / "run.json").read_text())["timing"]
-    return {"seconds": timing["train_s"], "tokens": timing["train_tokens"], "steps": steps}
+    return {"train_s": json.loads((out / "run.json").read_text())["timing"]["train_s"], "steps": steps}
 
 
-def trl_worker(kind: str, work: Path, steps: int, batch_size: int, max_length: int, precompute: bool) -> dict:
+def trl_worker(kind: str, lora: bool, work: Path, steps: int, batch_size: int, max_length: int) -> dict:
     import trl
     from datasets import load_from_disk
     from transformers import AutoTokenizer, TrainerCallback
@@ -55,24 +59,41 @@ def trl_worker(kind: str, work: Path, steps: int, batch_size: int, max_length: i
         def on_train_end(self, args, state, control, **kwargs):
             self.seconds = time.perf_counter() - self.start
 
-    config_class, trainer_class = (trl.KTOConfig, trl.KTOTrainer) if kind == "kto" else (trl.DPOConfig, trl.DPOTrainer)
-    args = config_class(
+    common = dict(
         output_dir=tempfile.mkdtemp(dir=work, prefix=f"run-trl-{kind}-"), bf16=False, use_cpu=True,
         gradient_checkpointing=False, report_to=[], learning_rate=LR, max_steps=steps,
         per_device_train_batch_size=batch_size, logging_steps=1, save_strategy="no", beta=0.1,
-        max_length=max_length, disable_tqdm=True, precompute_ref_log_probs=precompute, dataloader_num_workers=0,
+        max_length=max_length, disable_tqdm=True, dataloader_num_workers=0,
     )  # fmt: skip
+    if kind == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        config, trainer_class = CPOConfig(loss_type="simpo", cpo_alpha=0.0, **common), CPOTrainer
+    elif kind == "kto":
+        config, trainer_class = trl.KTOConfig(**common), trl.KTOTrainer
+    else:
+        config, trainer_class = trl.DPOConfig(**common), trl.DPOTrainer
+    extra = {}
+    if lora:
+        from peft import LoraConfig
+
+        extra["peft_config"] = LoraConfig(task_type="CAUSAL_LM", **LORA)
+    model = str(work / "model")
+    if kind == "simpo":  # the experimental trainers take a model object
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model)
     clock = Clock()
     trainer = trainer_class(
-        model=str(work / "model"),
-        args=args,
-        train_dataset=load_from_disk(str(work / kind))["train"],
+        model=model,
+        args=config,
+        train_dataset=load_from_disk(str(work / ("kto" if kind == "kto" else "dpo")))["train"],
         processing_class=AutoTokenizer.from_pretrained(work / "model"),
         callbacks=[clock],
+        **extra,
     )
     trainer.train()
-    tokens = max(entry.get("num_tokens", 0) for entry in trainer.state.log_history)
-    return {"seconds": clock.seconds, "tokens": int(tokens), "steps": trainer.state.global_step}
+    return {"train_s": clock.seconds, "steps": trainer.state.global_step}
 
 
 def prepare(work: Path, pairs: int, hidden_size: int, layers: int) -> None:
@@ -81,53 +102,46 @@ def prepare(work: Path, pairs: int, hidden_size: int, layers: int) -> None:
 
     build_tiny_model(work / "model", hidden_size=hidden_size, num_layers=layers)
     pair_export(work / "dpo", n_train=pairs, n_test=16)
-    kto_export(work / "kto", n_train=pairs // 2, n_test=8)  # the same number of rows as the DPO set's pairs
+    kto_export(work / "kto", n_train=pairs // 2, n_test=8)  # as many rows as the DPO set has pairs
 
 
-def run_worker(name: str, kind: str, work: Path, args) -> dict:
+def run_worker(name: str, kind: str, lora: bool, steps: int, work: Path, args) -> dict:
     command = [sys.executable, __file__, "--worker", name, "--kind", kind, "--work", str(work),
-               "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-               "--max-length", str(args.max_length), "--threads", str(args.threads)]  # fmt: skip
+               "--steps", str(steps), "--batch-size", str(args.batch_size),
+               "--max-length", str(args.max_length)]  # fmt: skip
+    if lora:
+        command.append("--lora")
+    started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"{name} {kind} failed:\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["steps_per_s"] = result["steps"] / result["seconds"]
-    result["tokens_per_s"] = result["tokens"] / result["seconds"]
-    return result
+    return {**result, "wall_s": wall, "steps_per_s": result["steps"] / result["train_s"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", default="60,300", help="comma-separated run lengths")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--pairs", type=int, default=256, help="train pairs in the synthetic export")
-    parser.add_argument("--hidden-size", type=int, default=64, help="tiny model width (64 = the tests' model)")
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--kinds", default="dpo,kto")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads per trainer (1: steadiest on a shared machine)"
-    )
+    parser.add_argument("--pairs", type=int, default=512, help="train pairs in the synthetic export")
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--kinds", default="dpo,kto,simpo,dpo+lora")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--lora", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:  # a child process: run one trainer, print one JSON line
-        import torch
         from transformers.utils import logging
 
-        torch.set_num_threads(args.threads)
         logging.disable_progress_bar()
         logging.set_verbosity_error()
-        work = Path(args.work)
-        shape = (args.kind, work, args.steps, args.batch_size, args.max_length)
-        if args.worker == "prefstream":
-            result = prefstream_worker(*shape)
-        else:
-            result = trl_worker(*shape, precompute=args.worker == "trl-precompute")
+        worker = prefstream_worker if args.worker == "prefstream" else trl_worker
+        result = worker(args.kind, args.lora, Path(args.work), int(args.steps), args.batch_size, args.max_length)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
@@ -135,34 +149,28 @@ def main() -> None:
     import torch
 
     print(
-        f"CPU fp32, torch {torch.__version__}, {args.threads} thread(s) per trainer; "
-        f"tiny Llama hidden {args.hidden_size}, {args.layers} layers; "
-        f"{args.steps} steps of batch {args.batch_size}, max length {args.max_length}"
+        f"CPU fp32, torch {torch.__version__} at its default {torch.get_num_threads()} threads, no GPU; "
+        f"tiny Llama hidden {args.hidden_size}, {args.layers} layers; batch {args.batch_size}, "
+        f"max length {args.max_length} tokens; one process per run, wall time from launch to exit"
     )
+    header = f"{'':<20}{'steps':>6}{'wall s':>9}{'train steps/s':>15}{'peak RSS MB':>13}"
     with tempfile.TemporaryDirectory(prefix="prefstream-bench-") as tmp:
         work = Path(tmp)
         prepare(work, args.pairs, args.hidden_size, args.layers)
-        header = f"{'trainer':<28}{'steps/s':>9}{'tokens/s':>11}{'peak RSS MB':>13}"
-        for kind in args.kinds.split(","):
-            runs = {name: [] for name in ("prefstream", "trl", "trl-precompute")}
-            for _ in range(args.repeats):
-                for name, seen in runs.items():
-                    seen.append(run_worker(name, kind, work, args))
-            results = {}
-            for name, seen in runs.items():
-                results[name] = max(seen, key=lambda r: r["steps_per_s"])
-                results[name]["peak_rss_mb"] = max(r["peak_rss_mb"] for r in seen)
-            print(f"\n{kind.upper()}\n{header}")
-            for name, r in results.items():
-                label = f"{name} {kind}"
-                print(f"{label:<28}{r['steps_per_s']:>9.2f}{r['tokens_per_s']:>11.0f}{r['peak_rss_mb']:>13.0f}")
-            ours = results["prefstream"]
-            for baseline in ("trl", "trl-precompute"):
-                theirs = results[baseline]
+        for n, steps in enumerate(int(s) for s in args.steps.split(",")):
+            print(f"\n{header}")
+            # LoRA is there for its memory: measured at the first run length only
+            for label in [k for k in args.kinds.split(",") if n == 0 or not k.endswith("+lora")]:
+                kind, lora = label.removesuffix("+lora"), label.endswith("+lora")
+                results = {name: run_worker(name, kind, lora, steps, work, args) for name in ("prefstream", "trl")}
+                for name, r in results.items():
+                    print(f"{label + ' ' + name:<20}{steps:>6}{r['wall_s']:>9.1f}{r['steps_per_s']:>15.2f}"
+                          f"{r['peak_rss_mb']:>13.0f}")  # fmt: skip
+                ours, theirs = results["prefstream"], results["trl"]
                 print(
-                    f"ratio prefstream / {baseline}: steps/s {ours['steps_per_s'] / theirs['steps_per_s']:.2f}x, "
-                    f"tokens/s {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x, "
-                    f"peak RSS {ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}x"
+                    f"{label} at {steps} steps: wall-time speed-up {theirs['wall_s'] / ours['wall_s']:.2f}x, "
+                    f"train steps/s {ours['steps_per_s'] / theirs['steps_per_s']:.2f}x, "
+                    f"peak RSS {ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}x (prefstream / TRL)"
                 )
 
 

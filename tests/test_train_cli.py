@@ -147,3 +147,92 @@ def test_default_tiny_model_has_a_vocabulary_near_1k(tiny):
     from transformers import AutoTokenizer
 
     assert 500 <= len(AutoTokenizer.from_pretrained(tiny)) <= 2048
+
+
+# ---- bad input: one line naming the fix, exit 2, nothing written to --out ---------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra", "fragments"),
+    [
+        ("dpo", ["--lora-r", "8", "--lora-targets", "query,value"], ["--lora-targets query,value", "q_proj"]),
+        ("dpo", ["--fsdp"], ["--fsdp", "torchrun --nproc_per_node"]),
+        ("dpo", ["--max-length", "4"], ["--max-length 4 (tokens)", "raise --max-length"]),
+        ("dpo", ["--merge"], ["--merge", "--lora-r"]),
+        ("dpo", ["--early-stop", "--lora-r", "-1"], ["--lora-r >= 0"]),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_no_out(tiny, dpo_export, tmp_path, kind, extra, fragments):
+    out = tmp_path / "run"
+    assert_one_line_error(cli(*train_args(kind, dpo_export, tiny, out, tmp_path, *extra)), *fragments)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["simpo", "orpo"])
+def test_reference_free_objectives_need_pairs(tiny, tmp_path, kind):
+    export = kto_export(tmp_path / "kto", n_train=8, n_test=4)
+    out = tmp_path / "run"
+    assert_one_line_error(cli(*train_args(kind, export, tiny, out, tmp_path)), kind.upper(), "prefstream export dpo")
+    assert not out.exists()
+
+
+def test_bf16_on_a_cpu_without_bf16(tiny, dpo_export, tmp_path, monkeypatch):
+    from prefstream.train import runtime
+
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)  # inject the missing capability
+    out = tmp_path / "run"
+    result = cli(*train_args("dpo", dpo_export, tiny, out, tmp_path, "--dtype", "bf16", "--device", "cpu"))
+    assert_one_line_error(result, "--dtype bf16", "--dtype fp32")
+    assert not out.exists()
+
+
+def test_an_unwritable_out(tiny, dpo_export, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert_one_line_error(cli(*train_args("dpo", dpo_export, tiny, blocker / "run", tmp_path)), "cannot create --out")
+
+
+# ---- what a run says and leaves ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_every_export_format_trains_and_files_follow_the_umask(tiny, tmp_path, fmt):
+    train, test = pair_rows(16, 8)
+    export = write_export(tmp_path / fmt, "dpo", train, test, fmt=fmt)
+    out = tmp_path / "run"
+    old = os.umask(0o022)
+    try:
+        result = cli(*train_args("orpo", export, tiny, out, tmp_path, "--eval-every", "1"))
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["export"]["format"] == fmt
+    files = [p for p in [*out.rglob("*"), *(tmp_path / "cache").rglob("*")] if p.is_file()]
+    assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {"0o644"}
+    # lengths carry their unit, and a generation that filled its budget says so
+    assert "max length 1024 tokens" in result.stdout
+    assert "generation length 8.0 tokens" in result.stdout and "hit the 8-token budget" in result.stdout
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny, dpo_export, tmp_path, monkeypatch):
+    original = torch.optim.AdamW.step
+    calls = []
+
+    def interrupted_third_step(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", interrupted_third_step)
+    out = tmp_path / "run"
+    args = train_args("dpo", dpo_export, tiny, out, tmp_path, "--max-steps", "4", "--eval-every", "10")
+    result = cli(*args)
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert "interrupted at step 2" in result.stderr and "--resume" in result.stderr
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["checkpoint"].endswith("step-00000002")
+    monkeypatch.undo()
+    resumed = cli(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"

@@ -11,9 +11,10 @@ import torch
 from prefstream.tests.train_helpers import kto_export, pair_export, perturbed_copy, shared_tiny_model
 from prefstream.train.data import batch_plan, collate, encode_split, kl_partners
 from prefstream.train.logprobs import CompletionLogps
-from prefstream.train.losses import dpo_loss, ipo_loss, kl_estimate, kto_loss
+from prefstream.train.losses import dpo_loss, ipo_loss, kl_estimate, kto_loss, orpo_loss, simpo_loss
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # TRL is the oracle here; its experimental trainers are meant
 t = torch.tensor
 
 
@@ -65,6 +66,22 @@ def test_kto_reference_point_carries_no_gradient():
     logps = t([-5.0], requires_grad=True)
     kto_loss(logps, t([-6.0]), t([True]), kl, beta=1.0).losses.sum().backward()
     assert logps.grad is not None and policy_kl.grad is None
+
+
+def test_simpo_loss_literal():
+    # mean per-token log-probs -10/2 = -5 and -12/4 = -3: β·(−5 − (−3)) − γ = 2·(−2) − 1 = −5
+    out = simpo_loss(t([-10.0]), t([-12.0]), t([2.0]), t([4.0]), beta=2.0, gamma=1.0)
+    assert out.losses.item() == pytest.approx(math.log1p(math.exp(5.0)), abs=1e-6)
+    assert (out.chosen_rewards.item(), out.rejected_rewards.item()) == (-10.0, -6.0)
+
+
+def test_orpo_loss_literal():
+    # mean log-probs ln(0.5) and ln(0.25): odds 1 and 1/3, log odds ratio ln 3
+    chosen, rejected = 2 * math.log(0.5), 2 * math.log(0.25)
+    out = orpo_loss(t([chosen]), t([rejected]), t([2.0]), t([2.0]), beta=0.5)
+    nll = -math.log(0.5)  # per chosen token
+    assert out.nll.item() == pytest.approx(nll)
+    assert out.losses.item() == pytest.approx(nll + 0.5 * math.log1p(1 / 3), abs=1e-6)  # − λ·log σ(ln 3)
 
 
 def test_losses_have_gradients_towards_the_preference():
@@ -280,12 +297,76 @@ def test_kto_matches_trl_step_zero(models, tmp_path):
 
 @pytest.mark.parametrize(
     ("kind", "ipo_form", "expected"),
-    [("dpo", "normalised", 0.31326168751822286), ("ipo", "normalised", 0.0625), ("ipo", "paper", 1.0)],
+    [
+        ("dpo", "normalised", 0.31326168751822286),
+        ("ipo", "normalised", 0.0625),
+        ("ipo", "paper", 1.0),
+        ("simpo", "normalised", math.log1p(math.exp(-0.5 * (-5 + 3) + 0.5))),  # γ = 0.5 (TRL's default)
+    ],
 )
 def test_the_trainer_picks_the_configured_loss(kind, ipo_form, expected):
-    from prefstream.train.dpo import pair_loss
+    from prefstream.train.objectives import pair_loss
     from prefstream.train.settings import TrainSettings
 
     settings = TrainSettings(kind=kind, data="d", model="m", out="o", beta=0.5, ipo_form=ipo_form)
     out = pair_loss(settings, t([-10.0]), t([-12.0]), t([-11.0]), t([-11.0]), t([2.0]), t([4.0]))
     assert out.losses.item() == pytest.approx(expected, abs=1e-6)
+
+
+def _trl_pair_rows(tmp_path):
+    from datasets import load_from_disk
+
+    return load_from_disk(str(pair_export(tmp_path / "export", n_train=8, n_test=2)))["train"]
+
+
+@trl_warnings
+def test_simpo_matches_trl_cpo_step_zero(models, tmp_path):
+    pytest.importorskip("trl")
+    from transformers import AutoModelForCausalLM
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    rows = _trl_pair_rows(tmp_path)
+    trainer = CPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(models["policy_dir"], dtype=torch.float32),
+        args=CPOConfig(loss_type="simpo", cpo_alpha=0.0, simpo_gamma=0.7, **{**_trl_common(tmp_path), "beta": 2.0}),
+        train_dataset=rows,
+        processing_class=models["tokenizer"],
+    )
+    trainer.train()
+    logged = trainer.state.log_history[0]
+
+    n = len(rows)
+    pol, tokens = _ours(models["policy"], models["tokenizer"], list(rows), ("chosen", "rejected"))
+    ours = simpo_loss(pol[:n], pol[n:], tokens[:n], tokens[n:], beta=2.0, gamma=0.7)
+    assert ours.losses.mean().item() == pytest.approx(logged["loss"], abs=1e-5)
+    assert ours.chosen_rewards.mean().item() == pytest.approx(logged["rewards/chosen"], abs=1e-5)
+    assert ours.rejected_rewards.mean().item() == pytest.approx(logged["rewards/rejected"], abs=1e-5)
+    assert (pol[:n] / tokens[:n]).mean().item() == pytest.approx(logged["logps/chosen"], rel=1e-6)
+
+
+@trl_warnings
+def test_orpo_matches_trl_step_zero(models, tmp_path):
+    pytest.importorskip("trl")
+    from transformers import AutoModelForCausalLM
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    rows = _trl_pair_rows(tmp_path)
+    trainer = ORPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(models["policy_dir"], dtype=torch.float32),
+        args=ORPOConfig(**_trl_common(tmp_path)),
+        train_dataset=rows,
+        processing_class=models["tokenizer"],
+    )
+    trainer.train()
+    logged = trainer.state.log_history[0]
+
+    n = len(rows)
+    pol, tokens = _ours(models["policy"], models["tokenizer"], list(rows), ("chosen", "rejected"))
+    ours = orpo_loss(pol[:n], pol[n:], tokens[:n], tokens[n:], beta=0.1)
+    # The odds-ratio term and the diagnostics match TRL; the NLL term differs by design: TRL's
+    # covers prompt and completion, ours (the paper's) the chosen completion only.
+    assert (ours.losses.mean() - ours.nll).item() == pytest.approx(logged["loss"] - logged["nll_loss"], abs=1e-5)
+    assert ours.chosen_rewards.mean().item() == pytest.approx(logged["rewards/chosen"], abs=1e-5)
+    assert ours.rejected_rewards.mean().item() == pytest.approx(logged["rewards/rejected"], abs=1e-5)
+    assert (pol[:n] / tokens[:n]).mean().item() == pytest.approx(logged["logps/chosen"], rel=1e-6)
+    assert ours.nll.item() == pytest.approx(-(pol[:n].sum() / tokens[:n].sum()).item())

@@ -1,4 +1,4 @@
-"""Whole runs: efficacy, exact resume, the reference cache, DDP through torchrun."""
+"""Whole runs through the one loop: efficacy, exact resume, the reference cache, DDP through torchrun."""
 
 from __future__ import annotations
 
@@ -92,8 +92,12 @@ def test_run_outputs_record_what_produced_the_model(exports, tiny, tmp_path):
     assert record["packages"]["torch"] == torch.__version__
     assert record["started_at"] <= record["ended_at"]
     assert record["final_metrics"]["step"] == 3
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000003"]  # only the newest is kept
-    assert json.loads((out / "checkpoints/step-00000003/settings.json").read_text())["lr"] == 5e-4
+    # only the newest is kept, and a finished run needs none past its last evaluation
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000002"]
+    kept = out / "checkpoints/step-00000002"
+    assert json.loads((kept / "settings.json").read_text())["lr"] == 5e-4
+    # weights and optimizer state, nothing recomputable (no tokenizer, no reference log-probs)
+    assert sorted(p.name for p in kept.iterdir()) == ["settings.json", "training_state.pt", "weights"]
     AutoModelForCausalLM.from_pretrained(out / "final")
     AutoTokenizer.from_pretrained(out / "final")
 
@@ -117,7 +121,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(kind, exports, tiny, 
     with pytest.raises(RuntimeError, match="injected crash"):
         run(settings)
     monkeypatch.undo()
-    assert json.loads((broken / "run.json").read_text())["status"] == "running"
+    failed = json.loads((broken / "run.json").read_text())
+    assert failed["status"] == "failed" and "injected crash" in failed["error"]
     run(settings, resume=True)
 
     strip = lambda rows: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]  # noqa: E731
@@ -130,21 +135,31 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(kind, exports, tiny, 
     assert json.loads((broken / "run.json").read_text())["resumed"][0]["from_step"] == 4
 
 
-def test_a_second_run_reuses_reference_logps_without_the_reference_model(exports, tiny, tmp_path, monkeypatch):
+def test_a_second_run_reuses_reference_logps_without_a_reference_pass(exports, tiny, tmp_path, monkeypatch):
     from prefstream.train import reference
 
-    run(settings_for("kto", exports, tiny, tmp_path / "first", tmp_path, max_steps=2))
+    first = run_record_of(run_and_out("kto", exports, tiny, tmp_path, "first", max_steps=2))
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    # the reference scored the rows 2 steps reach (16 examples), not the whole train split (128)
+    assert first["data"]["reference_train_rows"] == 16 and first["data"]["train_examples"] == 128
 
-    def no_reference_model(*args, **kwargs):
-        raise AssertionError("the reference model was loaded although the cache had its log-probs")
+    def no_reference_pass(*args, **kwargs):
+        raise AssertionError("the reference pass ran although the cache had its log-probs")
 
-    monkeypatch.setattr(reference, "load_model", no_reference_model)
-    run(settings_for("kto", exports, tiny, tmp_path / "second", tmp_path, max_steps=2))
-    assert json.loads((tmp_path / "second/run.json").read_text())["reference_cache"]["hit"] is True
+    monkeypatch.setattr(reference, "reference_pass", no_reference_pass)
+    assert run_record_of(run_and_out("kto", exports, tiny, tmp_path, "second", max_steps=2))["reference_cache"]["hit"]
     # a different max length is a different cache entry
-    with pytest.raises(AssertionError, match="reference model was loaded"):
+    with pytest.raises(AssertionError, match="reference pass ran"):
         run(settings_for("kto", exports, tiny, tmp_path / "third", tmp_path, max_steps=2, max_length=64))
+
+
+def run_and_out(kind, exports, tiny, tmp_path, name, **overrides) -> Path:
+    run(settings_for(kind, exports, tiny, tmp_path / name, tmp_path, **overrides))
+    return tmp_path / name
+
+
+def run_record_of(out: Path) -> dict:
+    return json.loads((out / "run.json").read_text())
 
 
 def test_conversational_exports_train(tiny, tmp_path):
@@ -157,14 +172,12 @@ def test_conversational_exports_train(tiny, tmp_path):
 
 
 def test_two_process_ddp_run_on_cpu_matches_one_process(exports, tiny, tmp_path):
+    """Training, the reference pass and evaluation, each split across 2 processes, give 1 process's numbers."""
     args = ["dpo", "--data", str(exports["dpo"]), "--model", str(tiny), "--lr", "5e-4", "--max-steps", "4",
-            "--eval-every", "4", "--no-shuffle", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+            "--eval-every", "4", "--no-shuffle", "--device", "cpu", "--eval-generations", "4",
+            "--max-new-tokens", "16", "--cache-dir", str(tmp_path / "cache-ddp")]  # fmt: skip
     ddp = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "prefstream.train", *args, "--batch-size", "4", "--out", str(ddp)]  # fmt: skip
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
+    result = torchrun(2, "prefstream.train", *args, "--batch-size", "4", "--out", str(ddp))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((ddp / "run.json").read_text())["processes"] == 2
     assert result.stdout.count("step 4/4") == 1  # progress lines come from the main process only
@@ -176,3 +189,22 @@ def test_two_process_ddp_run_on_cpu_matches_one_process(exports, tiny, tmp_path)
     single_lines = [m for m in read_metrics(single) if "loss" in m]
     for key in ("loss", "rewards/margins", "logps/chosen", "grad_norm"):
         assert [m[key] for m in ddp_lines] == pytest.approx([m[key] for m in single_lines], rel=1e-4, abs=1e-5)
+    # evaluation (scoring, generation, the KL estimate) split across the ranks, then gathered
+    for ours, theirs in zip(evals(ddp), evals(single), strict=True):
+        for key in ("eval/loss", "eval/rewards/accuracies", "eval/logps/chosen", "eval/generation_length",
+                    "eval/kl_ref"):  # fmt: skip
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-5), key
+    # the reference pass, split the same way: the cached tensors agree entry by entry
+    (ddp_cache,), (single_cache,) = (list((tmp_path / c).glob("*.pt")) for c in ("cache-ddp", "cache"))
+    a, b = (torch.load(p, weights_only=True)["tensors"] for p in (ddp_cache, single_cache))
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.allclose(a[key].double(), b[key].double(), atol=1e-4, equal_nan=True), key
+
+
+def torchrun(processes: int, module: str, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+               "-m", module, *args]  # fmt: skip
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )

@@ -73,16 +73,23 @@ def conversational(rows: list[dict]) -> list[dict]:
 
 
 def write_export(
-    path: str | Path, kind: str, train: list[dict], test: list[dict], prompt_format: str = "plain"
+    path: str | Path, kind: str, train: list[dict], test: list[dict], prompt_format: str = "plain", fmt: str = "hf"
 ) -> Path:
-    """Save rows as an export directory (DatasetDict + manifest.json), like `prefstream export`."""
+    """Save rows as an export directory like `prefstream export`: splits in ``fmt`` (hf, parquet, jsonl) + manifest."""
     from datasets import Dataset, DatasetDict
 
     path = Path(path)
     train_set = Dataset.from_list(train)
     columns = {name: [row[name] for row in test] for name in train_set.features}  # an empty split keeps them
     test_set = Dataset.from_dict(columns, features=train_set.features)
-    DatasetDict({"train": train_set, "test": test_set}).save_to_disk(str(path))
+    files = {"train": "train", "test": "test"}
+    if fmt == "hf":
+        DatasetDict({"train": train_set, "test": test_set}).save_to_disk(str(path))
+    else:
+        path.mkdir(parents=True)
+        for name, split in (("train", train_set), ("test", test_set)):
+            files[name] = f"{name}.{fmt}"
+            split.to_parquet(path / files[name]) if fmt == "parquet" else split.to_json(path / files[name])
     content = json.dumps({"train": train, "test": test}, sort_keys=True).encode()
     manifest = {
         "export_id": f"{kind}-{hashlib.sha256(content).hexdigest()[:8]}",
@@ -90,6 +97,8 @@ def write_export(
         "prompt_format": prompt_format,
         "content_hash": hashlib.sha256(content).hexdigest(),
         "rows": {"train": len(train), "test": len(test)},
+        "format": fmt,
+        "files": files,
         "created_by": "tests",  # an extra key: readers must tolerate them
     }
     if kind == "kto":
@@ -145,3 +154,57 @@ def perturbed_copy(model_dir: Path, out_dir: Path, scale: float = 0.05, seed: in
         if (model_dir / name).exists():
             shutil.copy(model_dir / name, out_dir / name)
     return out_dir
+
+
+def sft_copy(model_dir: Path, out_dir: Path, texts: list[tuple[str, str]], steps: int = 60, lr: float = 1e-2) -> Path:
+    """The model fine-tuned on (prompt, answer + EOS) texts: a starting point that ends its answers.
+
+    A random-init model never emits EOS, so its greedy generations always fill the budget
+    and length inflation could not show; after this it answers like ``texts`` and stops.
+    """
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if (out_dir / "config.json").exists():
+        return out_dir
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    batch = tokenizer([p + " " + a + tokenizer.eos_token for p, a in texts], return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    torch.manual_seed(0)
+    for _ in range(steps):
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(out_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (model_dir / name).exists():
+            shutil.copy(model_dir / name, out_dir / name)
+    return out_dir
+
+
+def crash_after_first_checkpoint() -> None:
+    """``python -m prefstream.tests.train_helpers ARGS``: `prefstream train ARGS`, crashing after its first checkpoint.
+
+    Lets a test interrupt a torchrun job at a known step (each process raises once it saved).
+    """
+    import sys
+
+    from prefstream.cli import main
+    from prefstream.train import checkpoint
+
+    original = checkpoint.save_checkpoint
+
+    def save_then_crash(*args, **kwargs):
+        original(*args, **kwargs)
+        raise RuntimeError("injected crash")
+
+    checkpoint.save_checkpoint = save_then_crash
+    main(["train", *sys.argv[1:]], prog_name="prefstream")
+
+
+if __name__ == "__main__":
+    crash_after_first_checkpoint()

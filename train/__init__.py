@@ -1,7 +1,8 @@
-"""Preference tuning on torch + transformers: DPO, IPO and KTO with TRL's conventions.
+"""Preference tuning on torch + transformers: DPO, IPO, KTO, SimPO and ORPO with TRL's conventions.
 
-``run(settings)`` trains one run; see :mod:`prefstream.train.dpo` (DPO / IPO) and
-:mod:`prefstream.train.kto` (KTO) for the loops, :mod:`prefstream.train.losses` for the losses.
+``run(settings)`` trains one run through the one loop in :mod:`prefstream.train.loop`; the
+objectives are pure losses (:mod:`prefstream.train.losses`) plus what their batches need
+(:mod:`prefstream.train.objectives`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ from .settings import TrainSettings
 
 def run(settings: TrainSettings, resume: bool = False) -> dict:
     """Train ``settings.kind`` on ``settings.data``; returns the final metrics."""
-    if settings.kind == "kto":
-        from .kto import train
-    else:
-        from .dpo import train
+    from .loop import train
+
     return train(settings, resume=resume)
 
 

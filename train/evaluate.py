@@ -1,20 +1,18 @@
-"""Length-controlled evaluation metrics (pure) and the generation-length signal.
+"""Length-controlled evaluation metrics (pure).
 
 Reward accuracy (pairs): the share of test pairs whose chosen response gets the higher
 implicit reward ``β·(logπ − logπ_ref)``. A tie counts as half, so a policy equal to its
 reference (every reward 0, as at step 0) scores 0.5 — chance — rather than 0. It is
 reported overall and separately on pairs where the chosen response is longer and where it
 is shorter (in completion tokens; equal lengths fall in neither): a model that learned
-"longer is better" instead of the preference scores high on one and low on the other.
+"longer is better" instead of the preference scores high on one and low on the other. The
+length-controlled accuracy is the mean of those two (each length stratum weighs the same),
+or the overall accuracy where one stratum is empty.
 
 Reward accuracy (KTO, unpaired): the share of test examples whose implicit reward has the
 label's sign (> 0 desirable, < 0 undesirable; 0 counts half). Where the test split holds
 desirable and undesirable completions of the same prompt, those combinations are also
 scored as pairs, with the same length split.
-
-Generation length: mean number of tokens (up to EOS, which is not counted) that greedy
-decoding produces on the first test prompts, next to the reference model's figure. A
-growing ratio is the classic length-inflation sign of preference tuning.
 """
 
 from __future__ import annotations
@@ -47,6 +45,14 @@ def pair_accuracies(
     }
 
 
+def length_controlled(accuracies: dict) -> float | None:
+    """Mean of the chosen-longer and chosen-shorter accuracies (overall where one is missing)."""
+    longer, shorter = accuracies["rewards/accuracies_chosen_longer"], accuracies["rewards/accuracies_chosen_shorter"]
+    if longer is None or shorter is None:
+        return accuracies["rewards/accuracies"]
+    return (longer + shorter) / 2
+
+
 def label_accuracy(rewards: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of examples whose implicit reward sign matches the label; 0 counts half."""
     labels = labels.bool()
@@ -66,27 +72,3 @@ def same_prompt_pairs(prompt_keys: list[str], labels: list[bool]) -> tuple[list[
                 good.append(i)
                 bad.append(j)
     return good, bad
-
-
-@torch.no_grad()
-def generation_lengths(model, prompts: list[list[int]], max_new_tokens: int, eos_id: int, pad_id: int, autocast):
-    """Greedy completion length (tokens before EOS) for each prompt, one prompt at a time."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    lengths = []
-    for prompt in prompts:
-        ids = torch.tensor([prompt], device=device)
-        with autocast():
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=eos_id,
-                pad_token_id=pad_id,
-            )
-        new = out[0, ids.shape[1] :].tolist()
-        lengths.append(new.index(eos_id) if eos_id in new else len(new))
-    model.train(was_training)
-    return lengths

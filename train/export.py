@@ -1,4 +1,7 @@
-"""Reading an export directory (``prefstream export``): the saved DatasetDict and its manifest.
+"""Reading an export directory (``prefstream export``): its splits and its manifest.
+
+Every export format is read: ``hf`` (a saved DatasetDict), ``parquet`` and ``jsonl`` (one
+file per split, named in the manifest's ``files``).
 
 The export schema is prefstream's own (TRL's columns), so anything off is a one-line error
 naming the fix rather than format sniffing.
@@ -47,8 +50,6 @@ class Export:
 
 def load_export(path: str | Path) -> Export:
     """Load and check an export directory; raises PrefstreamError naming the fix."""
-    from datasets import DatasetDict, load_from_disk
-
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
@@ -70,21 +71,36 @@ def load_export(path: str | Path) -> Export:
     for split, count in (manifest.get("rows") or {}).items():
         if split in ("train", "test") and count == 0:  # datasets cannot even load an empty saved split
             raise PrefstreamError(_empty(split))
-    try:
-        splits = load_from_disk(str(path))
-    except Exception as exc:  # noqa: BLE001 - whatever datasets raises, the directory is unreadable
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PrefstreamError(
-            f"{path} holds no readable saved datasets ({reason}); re-run `prefstream export`"
-        ) from None
-    if not isinstance(splits, DatasetDict) or not {"train", "test"} <= set(splits):
-        raise PrefstreamError(
-            f"{path} must hold a DatasetDict with 'train' and 'test' splits; re-run `prefstream export`"
-        )
-    export = Export(path, manifest, splits["train"].to_list(), splits["test"].to_list())
+    train, test = (_read_split(path, manifest, split) for split in ("train", "test"))
+    export = Export(path, manifest, train, test)
     for split in ("train", "test"):
         _check_split(export, split)
     return export
+
+
+def _read_split(path: Path, manifest: dict, split: str) -> list[dict]:
+    fmt = manifest.get("format", "hf")
+    try:
+        if fmt == "hf":
+            from datasets import load_from_disk
+
+            return load_from_disk(str(path / manifest.get("files", {}).get(split, split))).to_list()
+        file = path / manifest["files"][split]
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(file).to_pylist()
+        if fmt == "jsonl":
+            with file.open(encoding="utf-8") as fh:
+                return [json.loads(line) for line in fh if line.strip()]
+    except Exception as exc:  # noqa: BLE001 - whatever the reader raises, the split is unreadable
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PrefstreamError(
+            f"{path}: the {split} split ({fmt}) is unreadable ({reason}); re-run `prefstream export`"
+        ) from None
+    raise PrefstreamError(
+        f"{path}/manifest.json: unknown format {fmt!r} (hf, parquet, jsonl); re-run `prefstream export`"
+    )
 
 
 def _check_split(export: Export, split: str) -> None:

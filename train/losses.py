@@ -1,8 +1,9 @@
-"""DPO, IPO and KTO losses as pure tensor functions, per example (the caller takes the mean).
+"""DPO, IPO, KTO, SimPO and ORPO losses as pure tensor functions, per example (the caller takes the mean).
 
-Inputs are summed completion log-probs of the policy (``*_logps``) and of the frozen
-reference (``ref_*``). Notation: ``ρ = logπ(y|x) − logπ_ref(y|x)`` (the log-ratio), ``β`` the
-strength of the reference tie (``beta``). Rewards are the implicit rewards ``β·ρ``, detached.
+Inputs are summed completion log-probs of the policy (``*_logps``) and, where the objective
+has one, of the frozen reference (``ref_*``). Notation: ``ρ = logπ(y|x) − logπ_ref(y|x)`` (the
+log-ratio), ``β`` the strength of the reference tie (``beta``). Rewards are the implicit
+rewards ``β·ρ`` (SimPO / ORPO: ``β·`` the mean per-token log-prob, as TRL logs them), detached.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class PairLoss(NamedTuple):
     losses: torch.Tensor  # (pairs,)
     chosen_rewards: torch.Tensor  # β·ρ_w, detached
     rejected_rewards: torch.Tensor  # β·ρ_l, detached
+    nll: torch.Tensor | None = None  # ORPO's NLL term on the chosen completions, detached
 
 
 class UnpairedLoss(NamedTuple):
@@ -103,3 +105,54 @@ def kto_loss(
     desirable = desirable_weight * (1 - torch.sigmoid(beta * (ratio - z0)))
     undesirable = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - ratio)))
     return UnpairedLoss(torch.where(labels, desirable, undesirable), beta * ratio.detach(), z0)
+
+
+def simpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    rejected_tokens: torch.Tensor,
+    beta: float,
+    gamma: float,
+) -> PairLoss:
+    """SimPO (Meng et al. 2024, eq. 6): reference-free, on mean per-token log-probs ``r̄``:
+
+    ``loss = −log σ(β·(r̄_w − r̄_l) − γ)``
+
+    γ is the target reward margin (TRL's ``simpo_gamma``); TRL's CPOTrainer with
+    ``loss_type="simpo"``, ``cpo_alpha=0`` computes the same.
+    """
+    chosen = chosen_logps / chosen_tokens.clamp(min=1)
+    rejected = rejected_logps / rejected_tokens.clamp(min=1)
+    losses = -F.logsigmoid(beta * (chosen - rejected) - gamma)
+    return PairLoss(losses, beta * chosen.detach(), beta * rejected.detach())
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 − exp(x))`` for x < 0, accurate at both ends (Mächler 2012)."""
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def orpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    rejected_tokens: torch.Tensor,
+    beta: float,
+) -> PairLoss:
+    """ORPO (Hong et al. 2024, eq. 6-7), reference-free, with λ as ``beta`` (TRL's name):
+
+    ``loss = NLL(y_w) − λ·log σ(log odds(y_w) − log odds(y_l))``, with
+    ``log odds(y) = r̄ − log(1 − exp(r̄))`` on mean per-token log-probs ``r̄``.
+
+    The NLL is the mean over the batch's chosen completion tokens (token-weighted, like a
+    cross-entropy), spread evenly over the pairs so the caller's mean gives the batch loss.
+    TRL's ORPOTrainer takes its NLL over prompt and completion; here it covers the completion,
+    as in the paper.
+    """
+    chosen = chosen_logps / chosen_tokens.clamp(min=1)
+    rejected = rejected_logps / rejected_tokens.clamp(min=1)
+    log_odds = (chosen - rejected) - (_log1mexp(chosen) - _log1mexp(rejected))
+    nll = -chosen_logps.sum() / chosen_tokens.sum().clamp(min=1)
+    losses = nll - beta * F.logsigmoid(log_odds)
+    return PairLoss(losses, beta * chosen.detach(), beta * rejected.detach(), nll.detach())

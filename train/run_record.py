@@ -2,21 +2,21 @@
 
 ``run.json`` answers "which feedback, which checks and which settings produced this model":
 the export's id and content hash, the model's path and hash, every setting, package
-versions, start / end times and the final metrics. It is rewritten atomically at start
-(status "running") and at the end (status "finished").
+versions, start / end times, the final metrics and the failure modes seen. It is rewritten
+atomically at start (status "running") and at the end: "finished", "stopped_early",
+"interrupted" (Ctrl-C) or "failed" (with the error).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("prefstream", "torch", "transformers", "tokenizers", "datasets", "accelerate")
+from .reference import write_atomic
+
+PACKAGES = ("prefstream", "torch", "transformers", "peft", "tokenizers", "datasets")
 
 
 def now() -> str:
@@ -48,6 +48,13 @@ class MetricsLog:
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
+    def first_eval(self) -> dict | None:
+        """The step-0 evaluation line (the starting model's numbers), if written."""
+        if not self.path.exists():
+            return None
+        lines = (json.loads(line) for line in self.path.read_text().splitlines())
+        return next((m for m in lines if m["step"] == 0 and "eval/loss" in m), None)
+
 
 def start_record(out: Path, resumed_from_step: int | None, **fields) -> dict:
     """The run record at start-up; a resumed run keeps its start time and notes the resumption."""
@@ -60,39 +67,9 @@ def start_record(out: Path, resumed_from_step: int | None, **fields) -> dict:
     return record
 
 
-def finish_run(runtime, out: Path, policy, tokenizer, record: dict, final_metrics: dict, *, step: int, started: float,
-               train_seconds: float, train_tokens: int, eval_seconds: float) -> dict:
-    """Save ``final/`` (model + tokenizer) and the finished ``run.json``; return the final metrics."""
-    import torch
-
-    train_tokens = int(runtime.gather(torch.tensor([train_tokens])).sum())
-    if runtime.is_main:
-        policy.save_pretrained(out / "final")
-        tokenizer.save_pretrained(out / "final")
-        record.update(
-            status="finished",
-            ended_at=now(),
-            steps=step,
-            timing={
-                "total_s": time.perf_counter() - started,
-                "train_s": train_seconds,  # optimizer steps only: no set-up, evaluation or checkpoints
-                "train_tokens": train_tokens,
-                "eval_s": eval_seconds,
-            },
-            final_metrics=final_metrics,
-        )
-        write_run_record(out, record)
-        runtime.print(f"done: {out / 'final'} ({train_seconds:.1f} s in training steps)")
-    runtime.barrier()
-    return final_metrics
-
-
 def write_run_record(out: Path, record: dict) -> None:
     atomic_write(out / "run.json", json.dumps(record, indent=2) + "\n")
 
 
 def atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("utf-8"))

@@ -10,18 +10,18 @@ from typing import Literal
 
 from prefstream.errors import PrefstreamError
 
-Kind = Literal["dpo", "ipo", "kto"]
+Kind = Literal["dpo", "ipo", "kto", "simpo", "orpo"]
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Settings of one DPO / IPO / KTO run. Defaults follow TRL's where TRL has one."""
+    """Settings of one run (any objective). Defaults follow TRL's where TRL has one."""
 
     kind: Kind
     data: str  # export directory (prefstream export dpo|ipo|kto)
     model: str  # local transformers causal-LM directory; also the frozen reference
     out: str  # run directory
-    beta: float = 0.1
+    beta: float = 0.1  # IPO: tau; SimPO: TRL CPO's beta; ORPO: TRL's lambda
     lr: float = 1e-6
     batch_size: int = 8  # per process; chosen and rejected both count once per pair
     grad_accum: int = 1
@@ -39,13 +39,30 @@ class TrainSettings:
     ipo_form: Literal["normalised", "paper"] = "normalised"
     desirable_weight: float | None = None  # KTO; None = the export's recommendation
     undesirable_weight: float | None = None
+    simpo_gamma: float = 0.5  # SimPO's target reward margin (TRL's default)
     eval_generations: int = 8  # test prompts generated greedily for the length signal
     max_new_tokens: int = 48
+    eval_max_rows: int = 2000  # test rows scored at each evaluation (and by the reference)
     device: Literal["cpu", "cuda"] | None = None  # None = cuda when available
+    dtype: Literal["bf16", "fp32"] | None = None  # weights; None = bf16 on CUDA, fp32 on CPU
+    gradient_checkpointing: bool = False
+    fsdp: bool = False  # shard with FSDP2 under torchrun (DDP otherwise)
+    lora_r: int = 0  # 0 = full fine-tune
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] | None = None  # None = the attention and MLP projections present
+    merge: bool = False  # LoRA: also write merged weights to final/merged
+    early_stop: str | None = None  # eval metric to stop on (higher is better unless it names a loss)
+    patience: int = 3  # evaluations without improvement before stopping
+    displacement_nats: float = 5.0  # health: chosen and rejected log-probs both fell by more
+    inflation_pct: float = 50.0  # health: generations this much longer than the reference's
     cache_dir: str | None = None  # reference log-probs; None = $PREFSTREAM_CACHE or ~/.cache
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "grad_accum", "epochs", "max_length", "eval_every", "log_every", "max_new_tokens")
+        positive = (
+            "batch_size", "grad_accum", "epochs", "max_length", "eval_every", "log_every", "max_new_tokens",
+            "eval_max_rows", "patience",
+        )  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
                 raise PrefstreamError(f"--{name.replace('_', '-')} must be at least 1")
@@ -65,6 +82,12 @@ class TrainSettings:
             raise PrefstreamError(
                 "KTO needs --batch-size 2 or more: its KL estimate pairs each prompt with another row's completion"
             )
+        if self.lora_r < 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise PrefstreamError("need --lora-r >= 0 (0 = full fine-tune), --lora-alpha > 0, --lora-dropout in [0, 1)")
+        if self.merge and not self.lora_r:
+            raise PrefstreamError("--merge merges LoRA adapters; add --lora-r R or drop --merge")
+        if self.displacement_nats <= 0 or self.inflation_pct <= 0:
+            raise PrefstreamError("[train.health] thresholds must be positive")
         for name in ("desirable_weight", "undesirable_weight"):
             value = getattr(self, name)
             if value is not None and value <= 0:
