@@ -42,7 +42,7 @@ def test_simulated_feedback_trains_a_model_that_prefers_the_good_answers(audited
     model = shared_tiny_model(tmp_path_factory)
     export_dir, run_dir = folder / f"export-{kind}", folder / f"run-{kind}"
     runner = CliRunner()
-    exported = runner.invoke(main, ["export", kind, "--store", str(store), "--out", str(export_dir), "--eval-fraction", "0.2", "--reuse-report"])
+    exported = runner.invoke(main, ["export", kind, "--store", str(store), "--out", str(export_dir), "--eval-fraction", "0.2"])
     assert exported.exit_code == 0, exported.output
     manifest = json.loads((export_dir / "manifest.json").read_text())
     assert manifest["quality"]["passed"] is True and manifest["prompt_format"] == "conversational"
