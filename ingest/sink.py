@@ -50,10 +50,6 @@ class RawBatch:
         return len(self.values)
 
 
-def kafka_source(topic: str, partition: int, offset: int) -> str:
-    return f"{topic}[{partition}]@{offset}"
-
-
 @dataclass
 class LandCounts:
     """What one or more batches did to the store."""

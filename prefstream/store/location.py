@@ -76,9 +76,6 @@ class StoreLocation:
         text = redact(self.store)
         return f"{text} (data {redact(self.data_path)})" if self.data_path else text
 
-    def exists(self) -> bool:
-        return self.is_catalog_url or (self.directory / CATALOG_FILE).is_file()
-
     def check(self, *, create: bool) -> None:
         """Refuse a location that is not a store (or cannot become one) before any work."""
         if self.is_catalog_url:
