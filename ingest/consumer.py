@@ -108,9 +108,8 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
             # seen is read from the start of the log.
             consumer.seek_to_beginning(*fresh)
             ingestor.notify(f"new to this store: {_names(fresh)}; reading from the beginning of the log")
-        # Checked from the poll loop: kafka-python runs this listener on its IO thread, where a
-        # blocking call such as beginning_offsets() raises (and fails the whole poll).
-        ingestor.unchecked_starts = {tp: stored[(tp.topic, tp.partition)] for tp in assigned if (tp.topic, tp.partition) in stored}
+        # Checked against the log's bounds from the poll loop (_check_placed): kafka-python runs
+        # this listener on its IO thread, where a blocking call such as beginning_offsets() raises.
         ingestor.assigned_at = time.monotonic()
         log.info("assigned %s", _names(assigned) or "nothing")
 
@@ -132,9 +131,7 @@ class KafkaIngestor:
         self.consumer: KafkaConsumer | None = None  # created in run(), never in the constructor
         self.assigned_at: float | None = None
         self.seeked: dict[TopicPartition, int] = {}  # partitions placed at a stored offset, not yet checked
-        self.pending_error: PrefstreamError | None = None
         self._in_flight = 0  # messages handed to the writer thread, not yet landed
-        self.unchecked_starts: dict[TopicPartition, int] = {}  # stored offsets to compare with the log's start
         self._stopping: str | None = None
 
     def stop(self, why: str = "stop requested") -> None:
@@ -198,29 +195,29 @@ class KafkaIngestor:
         self.sink.reset_offsets(self.settings.group_id, {(tp.topic, tp.partition): o for tp, o in where.items()})
         self.notify(f"group {self.settings.group_id}: stored offsets reset to {self.settings.reset_offsets} for {_names(partitions)}")
 
-    def check_log_start(self) -> None:
-        """A stored offset below the log's start means retention deleted events we never landed."""
-        placed, self.unchecked_starts = self.unchecked_starts, {}
-        if not placed:
-            return
-        for tp, start in self.consumer.beginning_offsets(list(placed)).items():
-            if placed[tp] < start:
-                raise self._missing(tp, placed[tp], f"the log now starts at {start}")
-
-    def _check_high_watermarks(self) -> None:
-        """A stored offset beyond the high watermark: the topic was recreated or truncated."""
+    def _check_placed(self) -> None:
+        """Each partition placed at a stored offset, once its high watermark is known: an offset
+        past the log's end (the topic was recreated) or before its start (retention deleted
+        events never landed) stops ingest."""
         assigned = self.consumer.assignment()
+        ready: dict[TopicPartition, tuple[int, int]] = {}
         for tp, offset in list(self.seeked.items()):
             if tp not in assigned:
                 # Revoked by a rebalance before its first fetch (highwater() would raise); checked again if it comes back.
                 del self.seeked[tp]
                 continue
             high = self.consumer.highwater(tp)
-            if high is None:
-                continue
-            del self.seeked[tp]
+            if high is not None:
+                del self.seeked[tp]
+                ready[tp] = (offset, high)
+        if not ready:
+            return
+        starts = self.consumer.beginning_offsets(list(ready))
+        for tp, (offset, high) in ready.items():
             if offset > high:
                 raise self._missing(tp, offset, f"the log ends at {high} (was the topic recreated?)")
+            if offset < starts[tp]:
+                raise self._missing(tp, offset, f"the log now starts at {starts[tp]}")
 
     def _missing(self, tp: TopicPartition, offset: int, why: str) -> OffsetMissing:
         return OffsetMissing(
@@ -291,9 +288,7 @@ class KafkaIngestor:
             if tp is None:
                 raise OffsetMissing(f"a stored offset is not in Kafka ({exc}); rerun with --reset-offsets earliest|latest") from None
             raise self._missing(tp, offset, "out of range") from None
-        if self.pending_error:
-            raise self.pending_error
-        self._check_high_watermarks()
+        self._check_placed()
         return polled
 
     def _check_idle(self, now: float, started: float, last_message: float | None) -> None:

@@ -313,30 +313,31 @@ def test_the_trainer_picks_the_configured_loss(kind, ipo_form, expected):
     assert out.losses.item() == pytest.approx(expected, abs=1e-6)
 
 
-def _trl_pair_rows(tmp_path):
+def _reference_free_step_zero(trainer_cls, args, models, tmp_path):
+    """TRL's first logged step of a reference-free trainer, and our summed log-probs and
+    completion token counts ([chosen; rejected]) for the same rows."""
     from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM
 
-    return load_from_disk(str(pair_export(tmp_path / "export", n_train=8, n_test=2)))["train"]
+    rows = load_from_disk(str(pair_export(tmp_path / "export", n_train=8, n_test=2)))["train"]
+    trainer = trainer_cls(
+        model=AutoModelForCausalLM.from_pretrained(models["policy_dir"], dtype=torch.float32),
+        args=args,
+        train_dataset=rows,
+        processing_class=models["tokenizer"],
+    )
+    trainer.train()
+    pol, tokens = _ours(models["policy"], models["tokenizer"], list(rows), ("chosen", "rejected"))
+    return trainer.state.log_history[0], pol, tokens, len(rows)
 
 
 @trl_warnings
 def test_simpo_matches_trl_cpo_step_zero(models, tmp_path):
     pytest.importorskip("trl")
-    from transformers import AutoModelForCausalLM
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-    rows = _trl_pair_rows(tmp_path)
-    trainer = CPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(models["policy_dir"], dtype=torch.float32),
-        args=CPOConfig(loss_type="simpo", cpo_alpha=0.0, simpo_gamma=0.7, **{**_trl_common(tmp_path), "beta": 2.0}),
-        train_dataset=rows,
-        processing_class=models["tokenizer"],
-    )
-    trainer.train()
-    logged = trainer.state.log_history[0]
-
-    n = len(rows)
-    pol, tokens = _ours(models["policy"], models["tokenizer"], list(rows), ("chosen", "rejected"))
+    args = CPOConfig(loss_type="simpo", cpo_alpha=0.0, simpo_gamma=0.7, **{**_trl_common(tmp_path), "beta": 2.0})
+    logged, pol, tokens, n = _reference_free_step_zero(CPOTrainer, args, models, tmp_path)
     ours = simpo_loss(pol[:n], pol[n:], tokens[:n], tokens[n:], beta=2.0, gamma=0.7)
     assert ours.losses.mean().item() == pytest.approx(logged["loss"], abs=1e-5)
     assert ours.chosen_rewards.mean().item() == pytest.approx(logged["rewards/chosen"], abs=1e-5)
@@ -347,21 +348,9 @@ def test_simpo_matches_trl_cpo_step_zero(models, tmp_path):
 @trl_warnings
 def test_orpo_matches_trl_step_zero(models, tmp_path):
     pytest.importorskip("trl")
-    from transformers import AutoModelForCausalLM
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    rows = _trl_pair_rows(tmp_path)
-    trainer = ORPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(models["policy_dir"], dtype=torch.float32),
-        args=ORPOConfig(**_trl_common(tmp_path)),
-        train_dataset=rows,
-        processing_class=models["tokenizer"],
-    )
-    trainer.train()
-    logged = trainer.state.log_history[0]
-
-    n = len(rows)
-    pol, tokens = _ours(models["policy"], models["tokenizer"], list(rows), ("chosen", "rejected"))
+    logged, pol, tokens, n = _reference_free_step_zero(ORPOTrainer, ORPOConfig(**_trl_common(tmp_path)), models, tmp_path)
     ours = orpo_loss(pol[:n], pol[n:], tokens[:n], tokens[n:], beta=0.1)
     # The odds-ratio term and the diagnostics match TRL; the NLL term differs by design: TRL's
     # covers prompt and completion, ours (the paper's) the chosen completion only.

@@ -118,6 +118,7 @@ def _trickle(events, per_second: int):
 
 def _while_ingesting(store: Path, exports: Path, runs: Path, workdir: Path, train_steps: int) -> list[tuple[str, Path, object]]:
     artefacts = []
+    snapshots: dict[str, object] = {}
     report = workdir / "audit.json"
     audit = _prefstream("audit", "--store", store, "--json", report, "--html", workdir / "audit.html")
     verdict = "gate passed" if audit.returncode == 0 else "gate failed: " + "; ".join(audit.stdout.strip().splitlines()[-3:])
@@ -131,8 +132,9 @@ def _while_ingesting(store: Path, exports: Path, runs: Path, workdir: Path, trai
             result = _prefstream("export", kind, "--store", store, "--out", out, "--force", "--force-reason", "demo: planted biased annotator")
             forced = " (gate overridden with --force, reason recorded)"
         manifest = json.loads((out / "manifest.json").read_text())
-        click.echo(f"[4/6] export {kind}: {sum(manifest['rows'].values()) if isinstance(manifest.get('rows'), dict) else manifest.get('rows')} rows{forced}")
+        click.echo(f"[4/6] export {kind}: {sum(manifest['rows'].values())} rows{forced}")
         artefacts.append((f"{kind} export", out, manifest.get("snapshot")))
+        snapshots[kind] = manifest.get("snapshot")
     model = workdir / "models" / "tiny"
     _prefstream("tiny-model", "--out", model)
     run = runs / "dpo"
@@ -140,9 +142,5 @@ def _while_ingesting(store: Path, exports: Path, runs: Path, workdir: Path, trai
     if train.returncode != 0:
         raise click.ClickException(f"training failed: {train.stderr.strip().splitlines()[-1:]}")
     click.echo(f"[5/6] trained the tiny model with DPO for {train_steps} steps -> {run / 'final'}")
-    artefacts.append(("dpo run", run, manifest_snapshot(exports / "dpo")))
+    artefacts.append(("dpo run", run, snapshots["dpo"]))  # a run reads the snapshot of its export
     return artefacts
-
-
-def manifest_snapshot(export: Path):
-    return json.loads((export / "manifest.json").read_text()).get("snapshot")

@@ -7,6 +7,8 @@ import time
 
 import click
 
+from prefstream.config import section
+
 
 
 def store_options(fn):
@@ -41,8 +43,7 @@ def open_cli_store(config: dict | None, store: str | None, data_path: str | None
     from prefstream.store import StoreLocation, open_store
 
     location = StoreLocation.resolve(store, data_path, config)
-    memory_limit = (config or {}).get("store", {}).get("memory_limit") if isinstance((config or {}).get("store"), dict) else None
-    return open_store(location, create=create, memory_limit=memory_limit)
+    return open_store(location, create=create, memory_limit=section(config or {}, "store").get("memory_limit"))
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress line; only the summary.")
 

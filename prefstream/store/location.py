@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from prefstream.config import section
 from prefstream.errors import StoreError
 
 CATALOG_FILE = "catalog.sqlite"
@@ -42,7 +43,7 @@ class StoreLocation:
     @classmethod
     def resolve(cls, store: str | os.PathLike | None, data_path: str | None = None, config: dict | None = None) -> "StoreLocation":
         """From a flag, else ``$PREFSTREAM_STORE``, else the config file's ``[store]`` table."""
-        table = (config or {}).get("store", {}) if isinstance((config or {}).get("store", {}), dict) else {}
+        table = section(config or {}, "store")
         store = store or os.environ.get(ENV_VAR) or table.get("store")
         data_path = data_path or os.environ.get(ENV_DATA_PATH) or table.get("data_path")
         if not store:
